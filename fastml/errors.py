@@ -29,3 +29,7 @@ class BackendUnavailableError(FastMLError, RuntimeError):
 
 class NotFittedError(InvalidModelError):
     """The estimator passed to fastml has not been fitted."""
+
+
+class MethodUnavailableError(FastMLError, AttributeError):
+    """The model has no such method (``predict_proba`` of a LinearSVC, say)."""

@@ -75,7 +75,7 @@ cdef class LinearKernel:
 
     cdef inline bint _layout_ok(self, cnp.ndarray X):
         cdef int t = cnp.PyArray_TYPE(X)
-        if cnp.PyArray_NDIM(X) != 2 or X.shape[1] != self.n_features:
+        if cnp.PyArray_NDIM(X) != 2 or X.shape[1] != self.n_features or X.shape[0] == 0:
             return False
         if t == cnp.NPY_FLOAT64:
             return X.strides[1] == 8 and X.strides[0] % 8 == 0

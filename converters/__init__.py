@@ -1,0 +1,17 @@
+"""Frontends and exporters: scikit-learn objects and ONNX graphs in, ONNX out.
+
+``import_model(estimator)`` and ``from_onnx(model)`` build fastml's IR;
+``to_onnx(estimator)`` writes ONNX through skl2onnx.
+"""
+from .sklearn_import import import_model
+from .onnx_export import to_onnx
+
+
+def from_onnx(model):
+    """Read an ONNX model (ModelProto, bytes or path) into fastml's IR."""
+    from .onnx_import import from_onnx as _from_onnx
+
+    return _from_onnx(model)
+
+
+__all__ = ["import_model", "from_onnx", "to_onnx"]

@@ -1,0 +1,264 @@
+"""``Predictor``: fastml's public face.
+
+A Predictor takes a fitted scikit-learn estimator or pipeline, an ONNX file
+(path, bytes or ``onnx.ModelProto``) or a fastml IR object, and runs it on one
+of the registered backends with scikit-learn's method names, shapes and
+dtypes. ``backend="auto"`` times the available backends on this model at a
+small and a large batch size and routes each call to the faster one; what it
+measured and chose is in ``backend_info``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from . import ir
+from .backends import get_backend
+from .errors import (BackendUnavailableError, FastMLError, InvalidModelError, MethodUnavailableError,
+                     UnsupportedModelError)
+
+log = logging.getLogger("fastml")
+
+#: batch sizes ``auto`` measures; calls with fewer rows than the boundary use
+#: the small-batch winner.
+AUTO_SMALL, AUTO_LARGE, AUTO_BOUNDARY = 1, 2048, 64
+
+
+def available_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _load_onnx(model):
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data, where = bytes(model), "bytes"
+    else:
+        path = os.fspath(model)
+        if path.endswith((".pkl", ".pickle", ".joblib")):
+            raise UnsupportedModelError(
+                f"{path}: fastml does not unpickle files (unpickling runs code); load the estimator "
+                "yourself if you trust the file and pass the object")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise InvalidModelError(f"cannot read ONNX file {path!r}: {e}") from None
+        where = path
+    try:
+        proto = onnx.ModelProto()
+        proto.ParseFromString(data)
+    except Exception as e:
+        raise InvalidModelError(f"{where}: not a valid ONNX model ({type(e).__name__}: {e})") from None
+    if not proto.graph.node:
+        raise InvalidModelError(f"{where}: the ONNX graph has no nodes")
+    return proto
+
+
+def _is_onnx_source(model) -> bool:
+    if isinstance(model, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return True
+    return type(model).__name__ == "ModelProto" and type(model).__module__.startswith("onnx")
+
+
+def _median_seconds(fn, X, reps: int) -> float:
+    fn(X)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn(X)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+class Predictor:
+    """Run a trained model fast, with scikit-learn's API.
+
+    Parameters
+    ----------
+    model : fitted scikit-learn estimator or Pipeline, ONNX path / bytes / ModelProto, or fastml IR
+    backend : {"auto", "native", "onnxruntime"}
+        ``auto`` measures the available backends on this model and uses the
+        faster one per batch size (see ``backend_info``).
+    device : {"cpu", "cuda"}
+        ``cuda`` runs the onnxruntime backend on ``CUDAExecutionProvider`` and
+        raises :class:`~fastml.errors.BackendUnavailableError` where it is missing.
+    n_threads : int, optional
+        Threads for batch calls (default: every core this process may use).
+        Calls with few rows always run on the calling thread.
+    max_rows : int, optional
+        Refuse inputs with more rows (an :class:`~fastml.errors.InputError`).
+
+    Calls are thread-safe: backends hold no per-call state.
+    """
+
+    def __init__(self, model, *, backend: str = "auto", device: str = "cpu",
+                 n_threads: Optional[int] = None, max_rows: Optional[int] = None):
+        if backend not in ("auto", "native", "onnxruntime"):
+            get_backend(backend)  # raises a clear error for unknown names
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
+        self.n_threads = int(n_threads) if n_threads else available_threads()
+        self.device = device
+        self._estimator = self._onnx = None
+        self.ir: Optional[ir.Model] = None
+        import_error: Optional[FastMLError] = None
+        if isinstance(model, (ir.Linear, ir.Pipeline)):
+            self.ir = model.validate()
+        elif _is_onnx_source(model):
+            self._onnx = _load_onnx(model)
+            try:
+                from fastml.converters import from_onnx
+
+                self.ir = from_onnx(self._onnx)
+            except UnsupportedModelError as e:
+                import_error = e
+        else:
+            from fastml.converters import import_model
+
+            self.ir = import_model(model)
+            self._estimator = model
+
+        wanted: List[str]
+        if backend != "auto":
+            wanted = [backend]
+        elif device == "cuda":
+            wanted = ["onnxruntime"]
+        else:
+            wanted = ["native", "onnxruntime"]
+        kwargs = dict(n_threads=self.n_threads, device=device, onnx_model=self._onnx,
+                      estimator=self._estimator, max_rows=max_rows)
+        self._backends: Dict[str, Any] = {}
+        failures: Dict[str, str] = {}
+        for name in wanted:
+            try:
+                if name == "native":
+                    if self.ir is None:
+                        raise import_error
+                    if device != "cpu":
+                        raise BackendUnavailableError("the native backend runs on the CPU only")
+                self._backends[name] = get_backend(name)(self.ir, **kwargs)
+            except (FastMLError, ImportError) as e:
+                if backend != "auto" or device == "cuda":
+                    raise
+                failures[name] = f"{type(e).__name__}: {e}"
+                log.warning("fastml: backend %r unavailable for this model, not used: %s", name, e)
+        if not self._backends:
+            raise UnsupportedModelError(f"no backend can run this model: {failures}")
+        self._choose(backend, failures)
+
+    # ------------------------------------------------------------------ backend choice
+    def _choose(self, requested: str, failures: Dict[str, str]) -> None:
+        names = list(self._backends)
+        info: Dict[str, Any] = {"requested": requested, "device": self.device, "n_threads": self.n_threads,
+                                "unavailable": failures}
+        if len(names) == 1:
+            small = large = names[0]
+            info["reason"] = (f"{requested!r} requested" if requested != "auto"
+                              else f"only {names[0]!r} can run this model")
+        else:
+            method = "predict_proba" if self._has("predict_proba") else "predict"
+            rng = np.random.default_rng(0)
+            timings: Dict[str, Dict[int, float]] = {}
+            for n, reps in ((AUTO_SMALL, 200), (AUTO_LARGE, 10)):
+                X = rng.standard_normal((n, self.n_features_in_)).astype(np.float32)
+                for name in names:
+                    fn = getattr(self._backends[name], method)
+                    timings.setdefault(name, {})[n] = _median_seconds(fn, X, reps)
+            small = min(names, key=lambda b: timings[b][AUTO_SMALL])
+            large = min(names, key=lambda b: timings[b][AUTO_LARGE])
+            info["measured_us"] = {b: {f"batch {n}": round(t * 1e6, 2) for n, t in ts.items()}
+                                   for b, ts in timings.items()}
+            info["reason"] = (f"auto: fastest {method} measured on this machine: {small!r} below "
+                              f"{AUTO_BOUNDARY} rows, {large!r} from {AUTO_BOUNDARY} rows")
+        self._small, self._large = self._backends[small], self._backends[large]
+        self._single = self._small is self._large
+        info["backend"] = small if self._single else {f"< {AUTO_BOUNDARY} rows": small,
+                                                      f">= {AUTO_BOUNDARY} rows": large}
+        for name, b in self._backends.items():
+            info[name] = dict(b.info)
+        self.backend_info = info
+        log.info("fastml: %s", info["reason"])
+
+    def _pick(self, X):
+        if self._single:
+            return self._small
+        n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else len(X)
+        return self._small if n < AUTO_BOUNDARY else self._large
+
+    def _has(self, method: str) -> bool:
+        est = ir.as_pipeline(self.ir).estimator if self.ir is not None else None
+        if est is None:
+            return method == "predict"
+        if method == "predict_proba":
+            return est.is_classifier and est.proba != "none"
+        if method == "decision_function":
+            return est.is_classifier
+        return True
+
+    # ------------------------------------------------------------------ scikit-learn API
+    def predict(self, X) -> np.ndarray:
+        """Class labels (classifiers) or predicted values (regressors)."""
+        return self._pick(X).predict(X)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n_samples, n_classes), float64."""
+        return self._pick(X).predict_proba(X)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Decision scores: (n_samples,) for binary classifiers, else (n_samples, n_classes)."""
+        return self._pick(X).decision_function(X)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        est = ir.as_pipeline(self.ir).estimator if self.ir is not None else None
+        if est is None or not est.is_classifier:
+            raise MethodUnavailableError("this model is not a classifier (no classes_)")
+        return est.classes
+
+    @property
+    def n_features_in_(self) -> int:
+        if self.ir is not None:
+            return ir.as_pipeline(self.ir).n_features
+        b = self._backends.get("onnxruntime")
+        if b is not None and b._nf is not None:
+            return b._nf
+        raise MethodUnavailableError("the number of input features is not known for this model")
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend that runs single-row calls."""
+        return self._small.name
+
+    def warmup(self) -> "Predictor":
+        """Run every backend once on one row so that the first real call pays no set-up."""
+        X = np.zeros((1, self.n_features_in_), dtype=np.float32)
+        for b in self._backends.values():
+            b.predict(X)
+        return self
+
+    def save(self, path) -> None:
+        """Write the model as ONNX (the original graph, or a skl2onnx export without ZipMap)."""
+        if self._onnx is not None:
+            proto = self._onnx
+        elif self._estimator is not None:
+            from fastml.converters import to_onnx
+
+            proto = to_onnx(self._estimator, n_features=self.n_features_in_)
+        else:
+            raise UnsupportedModelError("saving a model built from fastml IR alone is not supported yet")
+        with open(os.fspath(path), "wb") as f:
+            f.write(proto.SerializeToString())
+
+    def __repr__(self) -> str:
+        name = ir.as_pipeline(self.ir).name if self.ir is not None else "ONNX model"
+        return f"Predictor({name}, backend={self.backend_info['backend']!r})"
