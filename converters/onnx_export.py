@@ -45,7 +45,9 @@ def to_onnx(estimator, *, n_features: int | None = None, dtype=np.float32, raw_s
         raise UnsupportedModelError(f"ONNX export supports float32 and float64 inputs, not {np.dtype(dtype)}")
     final = _final_estimator(estimator)
     is_classifier = hasattr(final, "classes_")
-    wanted = {"zipmap": False, "raw_scores": True} if raw_scores else {"zipmap": False}
+    # raw_scores is always passed explicitly: with no option at all for the final
+    # classifier, skl2onnx 1.20 fails on Pipeline(..., LinearSVC()).
+    wanted = {"zipmap": False, "raw_scores": bool(raw_scores)}
     kwargs = dict(initial_types=[("X", tensor([None, int(n)]))], target_opset=target_opset)
     while True:
         options = {id(final): wanted} if is_classifier and wanted else None

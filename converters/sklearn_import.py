@@ -122,13 +122,20 @@ def _one_vs_rest(est) -> ir.Linear:
 
 # --------------------------------------------------------------------------- preprocessing
 
+def _sklearn_version():
+    import sklearn
+
+    return tuple(int(p) for p in sklearn.__version__.split(".")[:2] if p.isdigit())
+
+
 @register("StandardScaler")
 def _standard_scaler(est) -> ir.Scaler:
     _fitted(est, "n_features_in_")
     n = est.n_features_in_
     offset = _f64(est.mean_) if est.with_mean else np.zeros(n)
     scale = _f64(est.scale_) if est.with_std else np.ones(n)
-    return ir.Scaler(offset=offset, scale=scale, mode="sub_div", name="StandardScaler")
+    return ir.Scaler(offset=offset, scale=scale, mode="sub_div", name="StandardScaler",
+                     cast_params=_sklearn_version() >= (1, 8))
 
 
 @register("RobustScaler")
@@ -143,6 +150,8 @@ def _robust_scaler(est) -> ir.Scaler:
 @register("MaxAbsScaler")
 def _maxabs_scaler(est) -> ir.Scaler:
     _fitted(est, "scale_")
+    if getattr(est, "clip", False):
+        raise UnsupportedModelError("MaxAbsScaler(clip=True) is not supported")
     return ir.Scaler(offset=np.zeros(len(est.scale_)), scale=_f64(est.scale_), mode="sub_div",
                      name="MaxAbsScaler")
 

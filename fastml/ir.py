@@ -67,6 +67,9 @@ class Scaler:
     scale: np.ndarray
     mode: str = "sub_div"
     name: str = "Scaler"
+    #: apply offset and scale in the input's dtype rather than in float64
+    #: (scikit-learn's StandardScaler casts them to X's dtype since 1.8)
+    cast_params: bool = False
 
     @property
     def n_features(self) -> int:

@@ -20,19 +20,25 @@ Step = Callable[[np.ndarray], np.ndarray]
 
 
 def _scaler(step: ir.Scaler) -> Step:
-    off, sc = step.offset, step.scale
+    params = {np.dtype(np.float64): (step.offset, step.scale)}
+    params[np.dtype(np.float32)] = (
+        (step.offset.astype(np.float32), step.scale.astype(np.float32)) if step.cast_params
+        else params[np.dtype(np.float64)])
 
     def sub_div(X):
+        off, sc = params[X.dtype]
         X -= off
         X /= sc
         return X
 
     def sub_mul(X):
+        off, sc = params[X.dtype]
         X -= off
         X *= sc
         return X
 
     def mul_add(X):
+        off, sc = params[X.dtype]
         X *= sc
         X += off
         return X
