@@ -1,4 +1,12 @@
 """fastml: run trained classical ML models as fast as the hardware allows."""
+import os as _os
+
+# OpenMP threads that spin between parallel regions steal the core from whatever
+# else runs there, and a batch then waits on a descheduled thread (10x slower
+# on a busy 2-core machine). Sleeping workers cost microseconds per batch call;
+# batch-1 calls never start threads. Set before the kernels load libgomp; an
+# explicit user setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import errors, ir
 from .errors import (BackendUnavailableError, FastMLError, InputError, InvalidModelError,
                      MethodUnavailableError, NotFittedError, UnsupportedModelError)

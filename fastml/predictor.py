@@ -23,9 +23,10 @@ from .errors import (BackendUnavailableError, FastMLError, InvalidModelError, Me
 
 log = logging.getLogger("fastml")
 
-#: batch sizes ``auto`` measures; calls with fewer rows than the boundary use
-#: the small-batch winner.
-AUTO_SMALL, AUTO_LARGE, AUTO_BOUNDARY = 1, 2048, 64
+#: batch sizes ``auto`` measures; a call uses the winner at the measured size
+#: nearest to its row count on a log scale.
+AUTO_SIZES = (1, 128, 4096)
+AUTO_BOUNDS = (12, 724)  # geometric midpoints of AUTO_SIZES
 
 
 def available_threads() -> int:
@@ -162,38 +163,46 @@ class Predictor:
         info: Dict[str, Any] = {"requested": requested, "device": self.device, "n_threads": self.n_threads,
                                 "unavailable": failures}
         if len(names) == 1:
-            small = large = names[0]
+            winners = [names[0]] * len(AUTO_SIZES)
             info["reason"] = (f"{requested!r} requested" if requested != "auto"
                               else f"only {names[0]!r} can run this model")
         else:
             method = "predict_proba" if self._has("predict_proba") else "predict"
             rng = np.random.default_rng(0)
-            timings: Dict[str, Dict[int, float]] = {}
-            for n, reps in ((AUTO_SMALL, 200), (AUTO_LARGE, 10)):
+            timings: Dict[str, Dict[int, float]] = {b: {} for b in names}
+            for n in AUTO_SIZES:
                 X = rng.standard_normal((n, self.n_features_in_)).astype(np.float32)
+                reps = max(5, min(200, 20000 // n))
                 for name in names:
-                    fn = getattr(self._backends[name], method)
-                    timings.setdefault(name, {})[n] = _median_seconds(fn, X, reps)
-            small = min(names, key=lambda b: timings[b][AUTO_SMALL])
-            large = min(names, key=lambda b: timings[b][AUTO_LARGE])
+                    timings[name][n] = _median_seconds(getattr(self._backends[name], method), X, reps)
+            winners = [min(names, key=lambda b: timings[b][n]) for n in AUTO_SIZES]
             info["measured_us"] = {b: {f"batch {n}": round(t * 1e6, 2) for n, t in ts.items()}
                                    for b, ts in timings.items()}
-            info["reason"] = (f"auto: fastest {method} measured on this machine: {small!r} below "
-                              f"{AUTO_BOUNDARY} rows, {large!r} from {AUTO_BOUNDARY} rows")
-        self._small, self._large = self._backends[small], self._backends[large]
-        self._single = self._small is self._large
-        info["backend"] = small if self._single else {f"< {AUTO_BOUNDARY} rows": small,
-                                                      f">= {AUTO_BOUNDARY} rows": large}
+            info["reason"] = ("auto: fastest " + method + " measured on this machine: " + ", ".join(
+                f"{w!r} at batch {n}" for w, n in zip(winners, AUTO_SIZES)))
+        self._route = [self._backends[w] for w in winners]
+        self._small = self._route[0]
+        self._single = len(set(winners)) == 1
+        if self._single:
+            info["backend"] = winners[0]
+        else:
+            info["backend"] = {f"< {AUTO_BOUNDS[0]} rows": winners[0],
+                               f"{AUTO_BOUNDS[0]}-{AUTO_BOUNDS[1] - 1} rows": winners[1],
+                               f">= {AUTO_BOUNDS[1]} rows": winners[2]}
         for name, b in self._backends.items():
             info[name] = dict(b.info)
         self.backend_info = info
         log.info("fastml: %s", info["reason"])
 
+    def backend_for(self, n_rows: int) -> str:
+        """Name of the backend that runs a call with ``n_rows`` rows."""
+        return self._route[(n_rows >= AUTO_BOUNDS[0]) + (n_rows >= AUTO_BOUNDS[1])].name
+
     def _pick(self, X):
         if self._single:
             return self._small
         n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else len(X)
-        return self._small if n < AUTO_BOUNDARY else self._large
+        return self._route[(n >= AUTO_BOUNDS[0]) + (n >= AUTO_BOUNDS[1])]
 
     def _has(self, method: str) -> bool:
         est = ir.as_pipeline(self.ir).estimator if self.ir is not None else None

@@ -142,7 +142,7 @@ cdef class LinearKernel:
                 bad = self._block(xp, f32, rs, 0, n, kind, op, ip)
         else:
             nblocks = (n + BLOCK - 1) // BLOCK
-            for blk in prange(nblocks, nogil=True, schedule="static", num_threads=n_threads):
+            for blk in prange(nblocks, nogil=True, schedule="dynamic", num_threads=n_threads):
                 i0 = blk * BLOCK
                 i1 = i0 + BLOCK if i0 + BLOCK < n else n
                 r = self._block(xp, f32, rs, i0, i1, kind, op, ip)
