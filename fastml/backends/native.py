@@ -98,6 +98,9 @@ class NativeBackend:
         self._flat_scores = binary or est.flat
         self._is_classifier = est.is_classifier
         self._proba_kind = _PROBA_KIND.get((est.proba, binary))
+        if est.proba != "none" and self._proba_kind is None:
+            raise UnsupportedModelError(f"the native backend has no kernel for {est.proba!r} "
+                                        f"probabilities of a {'binary' if binary else 'multiclass'} model")
         self._proba_cols = 2 if binary else est.n_targets
         self._direct = not self._steps and max_rows is None
         self.info = {"kernel": "linear (float64 accumulation)", "n_threads": self._nt}
