@@ -8,12 +8,12 @@ import os as _os
 # explicit user setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import errors, ir
-from .errors import (BackendUnavailableError, FastMLError, InputError, InvalidModelError,
+from .errors import (BackendUnavailableError, FastMLError, InputError, InvalidModelError, InvalidOptionError,
                      MethodUnavailableError, NotFittedError, UnsupportedModelError)
 from .predictor import Predictor
 
 __version__ = "0.1.0"
 
 __all__ = ["Predictor", "ir", "errors", "FastMLError", "InputError", "InvalidModelError",
-           "UnsupportedModelError", "BackendUnavailableError", "MethodUnavailableError",
+           "UnsupportedModelError", "BackendUnavailableError", "MethodUnavailableError", "InvalidOptionError",
            "NotFittedError", "__version__"]

@@ -27,8 +27,13 @@ class BackendUnavailableError(FastMLError, RuntimeError):
     """A requested backend or device is not available on this machine."""
 
 
-class NotFittedError(InvalidModelError):
-    """The estimator passed to fastml has not been fitted."""
+class NotFittedError(InvalidModelError, AttributeError):
+    """The estimator passed to fastml has not been fitted (a ValueError and an
+    AttributeError, like scikit-learn's NotFittedError)."""
+
+
+class InvalidOptionError(FastMLError, ValueError):
+    """An unknown option value: a backend or device name fastml does not know."""
 
 
 class MethodUnavailableError(FastMLError, AttributeError):

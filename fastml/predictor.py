@@ -18,8 +18,8 @@ import numpy as np
 
 from . import ir
 from .backends import get_backend
-from .errors import (BackendUnavailableError, FastMLError, InvalidModelError, MethodUnavailableError,
-                     UnsupportedModelError)
+from .errors import (BackendUnavailableError, FastMLError, InvalidModelError, InvalidOptionError,
+                     MethodUnavailableError, UnsupportedModelError)
 
 log = logging.getLogger("fastml")
 
@@ -107,7 +107,7 @@ class Predictor:
         if backend not in ("auto", "native", "onnxruntime"):
             get_backend(backend)  # raises a clear error for unknown names
         if device not in ("cpu", "cuda"):
-            raise ValueError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
+            raise InvalidOptionError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
         self.n_threads = int(n_threads) if n_threads else available_threads()
         self.device = device
         self._estimator = self._onnx = None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Dict
 
+from ..errors import InvalidOptionError
+
 BACKENDS: Dict[str, type] = {}
 
 
@@ -32,4 +34,4 @@ def get_backend(name: str) -> type:
     try:
         return BACKENDS[name]
     except KeyError:
-        raise ValueError(f"unknown backend {name!r}; choose 'auto', 'native' or 'onnxruntime'") from None
+        raise InvalidOptionError(f"unknown backend {name!r}; choose 'auto', 'native' or 'onnxruntime'") from None

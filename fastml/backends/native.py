@@ -106,22 +106,20 @@ class NativeBackend:
         self.info = {"kernel": "linear (float64 accumulation)", "n_threads": self._nt}
 
     # ------------------------------------------------------------------ helpers
-    def _prepare(self, X) -> np.ndarray:
-        X = check_input(X, self._nf, self._owner, max_rows=self._max_rows)
-        if self._steps:
-            X = X.copy()  # never write into the caller's array
-            for step in self._steps:
-                X = step(X)
-        return X
-
     def _run(self, X, out, kind):
-        status = self._k.run(X, out, kind, self._nt) if self._direct else -1
+        status = self._k.run(X, out, kind, self._nt) if self._direct and type(X) is np.ndarray else -1
         if status < 0:
-            X = self._prepare(X)
+            X = check_input(X, self._nf, self._owner, max_rows=self._max_rows)
+            Z = X
+            if self._steps:
+                Z = X.copy()  # never write into the caller's array
+                for step in self._steps:
+                    Z = step(Z)
             if out.shape[0] != X.shape[0]:
                 out = np.empty((X.shape[0],) + out.shape[1:], dtype=out.dtype)
-            status = self._k.run(X, out, kind, self._nt)
+            status = self._k.run(Z, out, kind, self._nt)
         if status > 0:
+            # judge the caller's X, not the preprocessed one (a Normalizer turns inf into NaN)
             err = nonfinite_error(X, self._owner)
             if err is not None:
                 raise err

@@ -9,6 +9,7 @@ input type.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Dict, Optional, Tuple
 
@@ -16,9 +17,10 @@ import numpy as np
 
 from .. import ir
 from .._validation import check_input, nonfinite_error
-from ..errors import BackendUnavailableError, MethodUnavailableError, UnsupportedModelError
+from ..errors import BackendUnavailableError, InvalidOptionError, MethodUnavailableError, UnsupportedModelError
 from . import register
 
+log = logging.getLogger("fastml")
 _ONNX_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
 
@@ -41,7 +43,7 @@ def providers_for(device: str):
                 f"build does not have (available: {ort.get_available_providers()}); "
                 "install fastml[gpu] (onnxruntime-gpu) on a machine with a CUDA GPU")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise ValueError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
+    raise InvalidOptionError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
 
 
 @register("onnxruntime")
@@ -60,7 +62,7 @@ class OrtBackend:
         self._owner = est.name if est is not None else "ONNX model"
         self._nf = ir.as_pipeline(model).n_features if model is not None else None
         self._max_rows = max_rows
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._sessions: Dict[Tuple[bool, type], tuple] = {}
         self._est_ir = est
         first = self._session(raw=False, dtype=np.float32)
@@ -80,7 +82,16 @@ class OrtBackend:
                 if self._est is not None:
                     from fastml.converters import to_onnx
 
-                    proto = to_onnx(self._est, n_features=self._nf, dtype=dtype, raw_scores=raw)
+                    try:
+                        proto = to_onnx(self._est, n_features=self._nf, dtype=dtype, raw_scores=raw)
+                    except UnsupportedModelError as e:
+                        if dtype is not np.float64:
+                            raise
+                        # skl2onnx writes no float64 graph for some models (LinearSVC,
+                        # RidgeClassifier, Normalizer(max)): run float64 input on the float32 graph.
+                        log.warning("fastml: no float64 ONNX graph (%s); float64 input runs in float32", e)
+                        s = self._sessions[key] = self._session(raw=raw, dtype=np.float32)
+                        return s
                 elif raw:
                     raise MethodUnavailableError(
                         "decision_function on the onnxruntime backend needs the scikit-learn estimator "
@@ -113,9 +124,15 @@ class OrtBackend:
         return np.asarray(outs[1], dtype=np.float64)
 
     def predict(self, X):
+        est = self._est_ir
+        if est is not None and est.is_classifier and est.proba == "modified_huber" and self._est is not None:
+            # skl2onnx's label is the argmax of clipped probabilities, which tie;
+            # scikit-learn's is the argmax of the scores.
+            scores = self.decision_function(X)
+            idx = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
+            return est.classes.take(idx)
         outs = self._call(X, raw=False)
         y = np.asarray(outs[0])
-        est = self._est_ir
         if est is not None and est.is_classifier:
             return y.astype(est.classes.dtype, copy=False).reshape(-1)
         y = y.astype(np.float64, copy=False)
