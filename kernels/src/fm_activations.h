@@ -1,0 +1,744 @@
+/* Activation kernels over contiguous float / double arrays.
+ *
+ * Layout: every kernel takes contiguous input and output pointers and a length
+ * (elementwise) or rows x cols in C order (row-wise softmax).  In-place calls
+ * (x == out) are allowed; partially overlapping buffers are not.  Kernels are
+ * serial: threads are the caller's business (each thread gets a range).
+ *
+ * Loop order: an elementwise kernel is one `omp simd` loop over the flat
+ * array; the scalar function inside is branch-free and inlined, so the loop
+ * compiles to SIMD code (AVX-512 / AVX2 with -march=native).  `omp simd`
+ * (enabled by -fopenmp) also lets GCC vectorize the max / sum reductions of
+ * softmax, which it would not reorder on its own without -ffast-math; nothing
+ * else is relaxed, so NaN and inf keep their IEEE meaning.
+ *
+ * Softmax over a row reads it three times (max, exp + sum, scale); a row of up
+ * to a few thousand columns stays in L1, so memory sees one read and one
+ * write.  Rows narrower than FM_NARROW columns are too short for vectors along
+ * the row; they go through blocks of rows (fm_softmax_block_*, below).
+ *
+ * Semantics: NaN in -> NaN out (softmax: a NaN anywhere in a row makes the
+ * row NaN; so does +inf, or a row of all -inf, as in scipy.special.softmax);
+ * results below the smallest normal number may flush to zero.
+ *
+ * The per-type kernels are written once below FM_ACTIVATIONS_TEMPLATE and
+ * instantiated for float and double by including this file into itself.
+ */
+#ifndef FM_ACTIVATIONS_TEMPLATE
+#ifndef FM_ACTIVATIONS_H
+#define FM_ACTIVATIONS_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fm_exp.h"
+
+/* Softmax works on blocks of rows of at most this many bytes (L1-resident). */
+#define FM_BLOCK_BYTES 4096
+/* Lanes of the explicit vectors used for rows of <= 16 columns. */
+#define FM_W 16
+
+/* ------------------------------------------------------------------------ */
+/* Scalar building blocks (branch-free, inlined into the SIMD loops).        */
+/* ------------------------------------------------------------------------ */
+
+/* The shifters below carry the exponent bias (1.5 * 2^23 + 127, 1.5 * 2^52 +
+ * 1023): the low bits of t = x * log2(e) + shifter are then n + bias, and one
+ * shift left puts them in the exponent field (see fm_exp.h). */
+
+/* float exp needs fewer terms than fm_exp's 1-ulp polynomial: p(r) = 1 + r
+ * q(r) with q of degree 4 (relative minimax for e^r, error 9.1e-8 on |r| <=
+ * ln2/2); measured <= 2.0 ulp over the whole range, one FMA less. */
+#define FM_EXPP_F32(r) \
+    (((((0.008290314679705573f * (r) + 0.04189792929811112f) * (r)          \
+        + 0.1666763619545671f) * (r) + 0.49999149530710546f) * (r)          \
+        + 0.9999997071892393f) * (r) + 1.0f)
+#define FM_EXPP_F64(r) (FM_EXPQ_F64(r) * (r) + 1.0)
+
+/* exp(x) for x <= 0, -inf or NaN: all that sigmoid and softmax need after
+ * their range reduction (-|x|, x - max).  Without an overflow side a single
+ * clamp replaces fm_exp's clamps and selects: at x = -127 ln2, 2^n = 2^-127
+ * has an all-zero exponent field, i.e. is +0, so the result is exactly 0 from
+ * there down (and below FLT_MIN / DBL_MIN it flushes, like fm_exp).
+ * FM_EXPNEG(P) builds it with polynomial P: fm_expneg_* (<= 1 ulp, fm_exp's
+ * polynomial) and fm_expneg_fast_* (float: <= 2 ulp, one FMA less; used by
+ * sigmoid and softmax, which are exp-bound). */
+#define FM_EXPNEG(name, T, P, shifter, log2e, ln2_hi, ln2_lo, xmin, bits_t, t_bits, shift)  \
+    static inline T name(T x)                                                            \
+    {                                                                                    \
+        T xc = x < (xmin) ? (xmin) : x;   /* keeps NaN */                                \
+        T t = xc * (log2e) + (shifter);                                                  \
+        T n = t - (shifter);                                                             \
+        T r = (xc - n * (ln2_hi)) - n * (ln2_lo);                                        \
+        return P(r) * bits_t(t_bits(t) << (shift));                                      \
+    }
+#define FM_EXPNEG_F32(name, P) \
+    FM_EXPNEG(name, float, P, 12583039.0f, 1.44269504f, 0.693145752f, 1.42860677e-6f, \
+              -88.0296919f, fm_bits_to_f32, fm_f32_to_bits, 23)
+#define FM_EXPNEG_F64(name, P) \
+    FM_EXPNEG(name, double, P, 6755399441056767.0, 1.4426950408889634,                 \
+              6.93147180369123816490e-01, 1.90821492927058770002e-10,                  \
+              -709.0895657128241, fm_bits_to_f64, fm_f64_to_bits, 52)
+#define FM_EXPP1_F32(r) (FM_EXPQ_F32(r) * (r) + 1.0f)
+FM_EXPNEG_F32(fm_expneg_f32, FM_EXPP1_F32)
+FM_EXPNEG_F32(fm_expneg_fast_f32, FM_EXPP_F32)
+FM_EXPNEG_F64(fm_expneg_f64, FM_EXPP_F64)
+FM_EXPNEG_F64(fm_expneg_fast_f64, FM_EXPP_F64)
+
+/* exp(x) with no range handling at all, for x in [-87, 88] (float) /
+ * [-708, 709] (double): softmax checks the range of a block once and then
+ * uses this, with no shift by the row maximum. */
+static inline float fm_expin_f32(float x)
+{
+    const float shifter = 12583039.0f, log2e = 1.44269504f;
+    const float ln2_hi = 0.693145752f, ln2_lo = 1.42860677e-6f;
+    float t = x * log2e + shifter;
+    float n = t - shifter;
+    float r = (x - n * ln2_hi) - n * ln2_lo;
+    return FM_EXPP_F32(r) * fm_bits_to_f32(fm_f32_to_bits(t) << 23);
+}
+
+static inline double fm_expin_f64(double x)
+{
+    const double shifter = 6755399441056767.0, log2e = 1.4426950408889634;
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    double t = x * log2e + shifter;
+    double n = t - shifter;
+    double r = (x - n * ln2_hi) - n * ln2_lo;
+    return FM_EXPP_F64(r) * fm_bits_to_f64(fm_f64_to_bits(t) << 52);
+}
+
+/* expm1(x) for x <= 0, -inf or NaN (tanh, elu): 2^n (e^r - 1) + (2^n - 1).
+ * For |x| < ln2/2, n = 0 and the result is the polynomial r + r^2 q1(r)
+ * alone, so small arguments keep full relative accuracy.  Below -80 / -700
+ * the result is -1 to working precision; the clamp keeps 2^n normal. */
+static inline float fm_expm1neg_f32(float x)
+{
+    const float shifter = 12583039.0f, log2e = 1.44269504f;
+    const float ln2_hi = 0.693145752f, ln2_lo = 1.42860677e-6f;
+    float xc = x < -80.0f ? -80.0f : x;
+    float t = xc * log2e + shifter;
+    float n = t - shifter;
+    float r = (xc - n * ln2_hi) - n * ln2_lo;
+    float q = r * (r * FM_EXPQ1_F32(r)) + r;
+    float s = fm_bits_to_f32(fm_f32_to_bits(t) << 23);
+    return s * q + (s - 1.0f);
+}
+
+static inline double fm_expm1neg_f64(double x)
+{
+    const double shifter = 6755399441056767.0, log2e = 1.4426950408889634;
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    double xc = x < -700.0 ? -700.0 : x;
+    double t = xc * log2e + shifter;
+    double n = t - shifter;
+    double r = (xc - n * ln2_hi) - n * ln2_lo;
+    double q = r * (r * FM_EXPQ1_F64(r)) + r;
+    double s = fm_bits_to_f64(fm_f64_to_bits(t) << 52);
+    return s * q + (s - 1.0);
+}
+
+/* k*ln2 + log(1 + f) + c for f in [sqrt(2)/2 - 1, sqrt(2) - 1] and a tiny
+ * correction c (fdlibm's method: s = f / (2 + f), log(1 + f) = 2 atanh(s) =
+ * f - f^2/2 + s (f^2/2 + R(s^2)), R minimax; coefficients from fdlibm e_log.c
+ * and FreeBSD e_logf.c). */
+static inline float fm_logk_f32(float f, float k, float c)
+{
+    const float ln2_hi = 6.9313812256e-01f, ln2_lo = 9.0580006145e-06f;
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float R = z * (0.66666662693f + z * (0.40000972152f + z * (0.28498786688f + z * 0.24279078841f)));
+    float hfsq = 0.5f * f * f;
+    return k * ln2_hi - ((hfsq - (s * (hfsq + R) + (k * ln2_lo + c))) - f);
+}
+
+static inline double fm_logk_f64(double f, double k, double c)
+{
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    double s = f / (2.0 + f);
+    double z = s * s;
+    double R = z * (6.666666666666735130e-01 + z * (3.999999999940941908e-01
+             + z * (2.857142874366239149e-01 + z * (2.222219843214978396e-01
+             + z * (1.818357216161805012e-01 + z * (1.531383769920937332e-01
+             + z * 1.479819860511658591e-01))))));
+    double hfsq = 0.5 * f * f;
+    return k * ln2_hi - ((hfsq - (s * (hfsq + R) + (k * ln2_lo + c))) - f);
+}
+
+/* log(1 + e) for e in [0, 1] or NaN (softplus).  u = 1 + e is rounded; the
+ * rounding error e - (u - 1) is exact and goes back in as c. */
+static inline float fm_log1p01_f32(float e)
+{
+    float u = 1.0f + e;
+    float c = (e - (u - 1.0f)) / u;
+    int big = u > 1.41421356f;
+    float f = big ? 0.5f * u - 1.0f : u - 1.0f;
+    return fm_logk_f32(f, big ? 1.0f : 0.0f, c);
+}
+
+static inline double fm_log1p01_f64(double e)
+{
+    double u = 1.0 + e;
+    double c = (e - (u - 1.0)) / u;
+    int big = u > 1.4142135623730951;
+    double f = big ? 0.5 * u - 1.0 : u - 1.0;
+    return fm_logk_f64(f, big ? 1.0 : 0.0, c);
+}
+
+/* log(s) for positive normal s, +inf or NaN (the sum of a softmax row).
+ * s = 2^k m with m in [sqrt(2)/2, sqrt(2)). */
+static inline float fm_logpos_f32(float s)
+{
+    uint32_t b = fm_f32_to_bits(s);
+    float k = (float)((int32_t)(b >> 23) - 127);
+    float m = fm_bits_to_f32((b & 0x007fffffu) | 0x3f800000u);
+    int big = m > 1.41421356f;
+    float y = fm_logk_f32(big ? 0.5f * m - 1.0f : m - 1.0f, big ? k + 1.0f : k, 0.0f);
+    y = s == INFINITY ? s : y;
+    return s != s ? s : y;
+}
+
+static inline double fm_logpos_f64(double s)
+{
+    uint64_t b = fm_f64_to_bits(s);
+    double k = (double)((int64_t)(b >> 52) - 1023);
+    double m = fm_bits_to_f64((b & 0x000fffffffffffffull) | 0x3ff0000000000000ull);
+    int big = m > 1.4142135623730951;
+    double y = fm_logk_f64(big ? 0.5 * m - 1.0 : m - 1.0, big ? k + 1.0 : k, 0.0);
+    y = s == INFINITY ? s : y;
+    return s != s ? s : y;
+}
+
+/* ------------------------------------------------------------------------ */
+/* One element of each activation.                                           */
+/* ------------------------------------------------------------------------ */
+
+/* sigmoid(x) = 1 / (1 + e^-x).  e^-x is fm_expneg_fast's method with the
+ * argument clamped to [-127 ln2, 128 ln2]: at the top 2^128 comes out of the
+ * exponent field as +inf, so x <= -88.4 (float) gives 1 / inf = 0 (the true
+ * value is subnormal), x >= 88.03 gives 2^-127 = 0 and sigmoid = 1, and no
+ * select is needed (NaN passes the clamps and comes out NaN). */
+#define FM_SIGMOID(name, T, P, shifter, log2e, ln2_hi, ln2_lo, xmin, xmax, bits_t, t_bits, shift) \
+    static inline T name(T x)                                                            \
+    {                                                                                    \
+        T xc = x < (xmin) ? (xmin) : x;                                                  \
+        xc = xc > (xmax) ? (xmax) : xc;                                                  \
+        T t = xc * -(log2e) + (shifter);    /* n = round(-x / ln2) */                    \
+        T n = t - (shifter);                                                             \
+        T r = (-xc - n * (ln2_hi)) - n * (ln2_lo);                                       \
+        T e = P(r) * bits_t(t_bits(t) << (shift));                                       \
+        return 1 / (1 + e);                                                              \
+    }
+FM_SIGMOID(fm_sigmoid1_f32, float, FM_EXPP_F32, 12583039.0f, 1.44269504f, 0.693145752f,
+           1.42860677e-6f, -88.7228391f, 88.0296919f, fm_bits_to_f32, fm_f32_to_bits, 23)
+FM_SIGMOID(fm_sigmoid1_f64, double, FM_EXPP_F64, 6755399441056767.0, 1.4426950408889634,
+           6.93147180369123816490e-01, 1.90821492927058770002e-10, -709.782712893384,
+           709.0895657128241, fm_bits_to_f64, fm_f64_to_bits, 52)
+
+/* tanh(x) = sign(x) * (1 - e^-2|x|) / (1 + e^-2|x|) = -sign(x) em / (2 + em)
+ * with em = expm1(-2|x|) in (-1, 0]: no cancellation for small |x|. */
+static inline float fm_tanh1_f32(float x)
+{
+    float em = fm_expm1neg_f32(-2.0f * fabsf(x));
+    return copysignf(-em / (2.0f + em), x);
+}
+
+static inline double fm_tanh1_f64(double x)
+{
+    double em = fm_expm1neg_f64(-2.0 * fabs(x));
+    return copysign(-em / (2.0 + em), x);
+}
+
+/* relu keeps NaN (x < 0 is false for NaN) and -0.0. */
+static inline float fm_relu1_f32(float x) { return x < 0.0f ? 0.0f : x; }
+static inline double fm_relu1_f64(double x) { return x < 0.0 ? 0.0 : x; }
+
+static inline float fm_leaky_relu1_f32(float x, float a) { return x > 0.0f ? x : a * x; }
+static inline double fm_leaky_relu1_f64(double x, double a) { return x > 0.0 ? x : a * x; }
+
+/* elu: x for x > 0, a * expm1(x) otherwise (NaN goes through expm1). */
+static inline float fm_elu1_f32(float x, float a)
+{
+    float em = fm_expm1neg_f32(x > 0.0f ? 0.0f : x);
+    return x > 0.0f ? x : a * em;
+}
+
+static inline double fm_elu1_f64(double x, double a)
+{
+    double em = fm_expm1neg_f64(x > 0.0 ? 0.0 : x);
+    return x > 0.0 ? x : a * em;
+}
+
+/* softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|). */
+static inline float fm_softplus1_f32(float x)
+{
+    float e = fm_expneg_f32(-fabsf(x));
+    return (x > 0.0f ? x : 0.0f) + fm_log1p01_f32(e);
+}
+
+static inline double fm_softplus1_f64(double x)
+{
+    double e = fm_expneg_f64(-fabs(x));
+    return (x > 0.0 ? x : 0.0) + fm_log1p01_f64(e);
+}
+
+/* swish(x) = x * sigmoid(x).  For x < 0 the product x e / (1 + e) is formed
+ * as (x h) (h s) with h = e^(x/2): e alone would flush to zero near x = -88
+ * (float) where x e is still a normal number.  swish(-inf) = -0 (the limit;
+ * x * sigmoid(x) would give -inf * 0 = NaN). */
+static inline float fm_swish1_f32(float x)
+{
+    float h = fm_expneg_f32(-0.5f * fabsf(x));
+    float s = 1.0f / (1.0f + h * h);
+    float y = x >= 0.0f ? x * s : (x * h) * (h * s);
+    return x == -INFINITY ? -0.0f : y;
+}
+
+static inline double fm_swish1_f64(double x)
+{
+    double h = fm_expneg_f64(-0.5 * fabs(x));
+    double s = 1.0 / (1.0 + h * h);
+    double y = x >= 0.0 ? x * s : (x * h) * (h * s);
+    return x == -INFINITY ? -0.0 : y;
+}
+
+/* Sum of a row of exps (all >= 0, or NaN).  Adding the small terms of a row
+ * one by one to a partial sum that holds a dominant term loses each of them
+ * (a row with one large logit is the common case), so float rows are summed
+ * in double, and double rows with Neumaier's compensated summation, in 8
+ * independent lanes; either way the error is a few ulp of the sum. */
+static inline float fm_rowsum_f32(const float *e, ptrdiff_t n)
+{
+    double s = 0;
+    _Pragma("omp simd reduction(+:s)")
+    for (ptrdiff_t j = 0; j < n; j++) s += e[j];
+    return (float)s;
+}
+
+static inline double fm_rowsum_f64(const double *e, ptrdiff_t n)
+{
+    double s[8] = {0}, c[8] = {0};
+    ptrdiff_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) {
+            double v = e[j + l], t = s[l] + v;
+            c[l] += s[l] >= v ? (s[l] - t) + v : (v - t) + s[l];
+            s[l] = t;
+        }
+    for (int l = 0; j < n; j++, l++) {
+        double v = e[j], t = s[l] + v;
+        c[l] += s[l] >= v ? (s[l] - t) + v : (v - t) + s[l];
+        s[l] = t;
+    }
+    double tot = 0, comp = 0;
+    for (int l = 0; l < 8; l++) {
+        double t = tot + s[l];
+        comp += (tot >= s[l] ? (tot - t) + s[l] : (s[l] - t) + tot) + c[l];
+        tot = t;
+    }
+    return tot + comp;
+}
+
+/* Lane permutations for butterflies over groups of 2, 4, 8, 16 lanes. */
+#define FM_XOR1 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14
+#define FM_XOR2 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13
+#define FM_XOR4 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11
+#define FM_XOR8 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7
+
+/* Instantiate the array kernels for both types. */
+#define FM_ACTIVATIONS_TEMPLATE
+#define FM_T float
+#define FM_I int32_t
+#define FM_SUFFIX f32
+#define FM_FAST_LO (-80.0f)    /* block range for softmax without a shift */
+#define FM_FAST_HI 64.0f
+#include "fm_activations.h"
+#undef FM_T
+#undef FM_I
+#undef FM_SUFFIX
+#undef FM_FAST_LO
+#undef FM_FAST_HI
+#define FM_T double
+#define FM_I int64_t
+#define FM_SUFFIX f64
+#define FM_FAST_LO (-700.0)
+#define FM_FAST_HI 600.0
+#include "fm_activations.h"
+#undef FM_T
+#undef FM_I
+#undef FM_SUFFIX
+#undef FM_FAST_LO
+#undef FM_FAST_HI
+#undef FM_ACTIVATIONS_TEMPLATE
+
+#endif /* FM_ACTIVATIONS_H */
+
+#else  /* FM_ACTIVATIONS_TEMPLATE: the array kernels, once per FM_T */
+
+#define FM_CAT2(a, b) a##_##b
+#define FM_CAT(a, b) FM_CAT2(a, b)
+#define FM_FN(name) FM_CAT(name, FM_SUFFIX)   /* FM_FN(fm_relu) -> fm_relu_f32 */
+
+/* ------------------------------------------------------------------------ */
+/* Elementwise kernels.                                                      */
+/* ------------------------------------------------------------------------ */
+
+#define FM_ELEMENTWISE(name)                                                   \
+    static inline void FM_FN(fm_##name)(const FM_T *x, FM_T *out, ptrdiff_t n) \
+    {                                                                          \
+        _Pragma("omp simd")                                                    \
+        for (ptrdiff_t i = 0; i < n; i++) out[i] = FM_FN(fm_##name##1)(x[i]);  \
+    }
+#define FM_ELEMENTWISE_ALPHA(name)                                             \
+    static inline void FM_FN(fm_##name)(const FM_T *x, FM_T *out, ptrdiff_t n, \
+                                        FM_T alpha)                            \
+    {                                                                          \
+        _Pragma("omp simd")                                                    \
+        for (ptrdiff_t i = 0; i < n; i++)                                      \
+            out[i] = FM_FN(fm_##name##1)(x[i], alpha);                         \
+    }
+
+FM_ELEMENTWISE(sigmoid)
+FM_ELEMENTWISE(tanh)
+FM_ELEMENTWISE(relu)
+FM_ELEMENTWISE(softplus)
+FM_ELEMENTWISE(swish)
+FM_ELEMENTWISE_ALPHA(leaky_relu)
+FM_ELEMENTWISE_ALPHA(elu)
+
+#undef FM_ELEMENTWISE
+#undef FM_ELEMENTWISE_ALPHA
+
+/* ------------------------------------------------------------------------ */
+/* Row-wise softmax and log-softmax.                                         */
+/*                                                                           */
+/* Rows are processed in blocks of nb rows (nb a power of two, nb * cols <=   */
+/* FM_BLOCK_BYTES), with scratch buffers E (exp), D (shifted input) and S     */
+/* (one value per row) on the stack:                                         */
+/*   1. one flat pass: E = exp(x), and the block's min and max.  When every   */
+/*      value lies in [FM_FAST_LO, FM_FAST_HI], exp(x) can neither overflow   */
+/*      nor underflow, so no shift by the row maximum is needed (and x - max  */
+/*      is not rounded: this path is the more accurate one);                 */
+/*   2. otherwise (large logits, inf): per row D = x - max(row), E = exp(D);  */
+/*   3. per row: S = sum(E); out = E / S, or out = D - log(S) (D = x when no  */
+/*      shift was taken).                                                    */
+/* Flat passes are plain SIMD loops.  The per-row passes are SIMD loops along */
+/* the row for wide rows; rows of <= 16 columns are too short for that, so    */
+/* they use one explicit 16-lane vector per row (lanes past the row masked,   */
+/* horizontal sum/max by butterfly shuffles), or, when cols divides 16,       */
+/* whole vectors holding 16 / cols rows each.  Vector stores may run past the */
+/* end of a row into the next one, which is rewritten right after; the last   */
+/* rows of a block use exact loops, so nothing outside the block is touched. */
+/* ------------------------------------------------------------------------ */
+
+/* 16-lane vectors of FM_T (GNU C vector extensions: GCC lowers them to
+ * whatever the target has, one zmm register per 16 floats with AVX-512).
+ * They are passed by pointer or built in macros, never by value: 128-byte
+ * double vectors would make GCC print an ABI note at every build. */
+typedef FM_T FM_FN(fm_vec) __attribute__((vector_size(FM_W * sizeof(FM_T))));
+typedef FM_I FM_FN(fm_ivec) __attribute__((vector_size(FM_W * sizeof(FM_T))));
+typedef FM_T FM_FN(fm_uvec) __attribute__((vector_size(FM_W * sizeof(FM_T)), aligned(sizeof(FM_T)), may_alias));
+#define FM_V FM_FN(fm_vec)
+#define FM_VI FM_FN(fm_ivec)
+#define FM_LOAD(p) ((FM_V) * (const FM_FN(fm_uvec) *)(p))            /* unaligned */
+#define FM_STORE(p, v) (*(FM_FN(fm_uvec) *)(p) = (v))
+#define FM_SELECT(m, a, b) ((FM_V)(((FM_VI)(a) & (m)) | ((FM_VI)(b) & ~(m))))
+#define FM_LANES {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+
+/* Sum over aligned groups of g lanes (g = 1, 2, 4, 8, 16).  a + b == b + a
+ * exactly, so every lane of a group ends up with the same bits. */
+static inline void FM_FN(fm_vgroupsum)(FM_V *v, ptrdiff_t g)
+{
+    if (g > 1) *v += __builtin_shufflevector(*v, *v, FM_XOR1);
+    if (g > 2) *v += __builtin_shufflevector(*v, *v, FM_XOR2);
+    if (g > 4) *v += __builtin_shufflevector(*v, *v, FM_XOR4);
+    if (g > 8) *v += __builtin_shufflevector(*v, *v, FM_XOR8);
+}
+
+/* Max over aligned groups of g lanes (NaN lanes may or may not win: a NaN row
+ * ends up NaN through exp either way). */
+static inline void FM_FN(fm_vgroupmax)(FM_V *v, ptrdiff_t g)
+{
+    FM_V w;
+    if (g > 1) { w = __builtin_shufflevector(*v, *v, FM_XOR1); *v = FM_SELECT(*v > w, *v, w); }
+    if (g > 2) { w = __builtin_shufflevector(*v, *v, FM_XOR2); *v = FM_SELECT(*v > w, *v, w); }
+    if (g > 4) { w = __builtin_shufflevector(*v, *v, FM_XOR4); *v = FM_SELECT(*v > w, *v, w); }
+    if (g > 8) { w = __builtin_shufflevector(*v, *v, FM_XOR8); *v = FM_SELECT(*v > w, *v, w); }
+}
+
+/* Sums of 16 vectors, one per row, stored as 16 values: a transpose-and-add
+ * tree (each level halves the lanes per row and doubles the rows per vector),
+ * about 3 operations per row instead of a 4-step butterfly each. */
+static inline void FM_FN(fm_vsum16)(const FM_V *v, FM_T *sums)
+{
+    FM_V w[8], u[4], y[2], z;
+    for (int i = 0; i < 8; i++)
+        w[i] = __builtin_shufflevector(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+             + __builtin_shufflevector(v[2 * i], v[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    for (int i = 0; i < 4; i++)
+        u[i] = __builtin_shufflevector(w[2 * i], w[2 * i + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27)
+             + __builtin_shufflevector(w[2 * i], w[2 * i + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    for (int i = 0; i < 2; i++)
+        y[i] = __builtin_shufflevector(u[2 * i], u[2 * i + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)
+             + __builtin_shufflevector(u[2 * i], u[2 * i + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    z = __builtin_shufflevector(y[0], y[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30)
+      + __builtin_shufflevector(y[0], y[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    /* lane i now holds row bitreverse(i) */
+    FM_STORE(sums, __builtin_shufflevector(z, z, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15));
+}
+
+/* Largest element of a row; NaN elements are skipped. */
+static inline FM_T FM_FN(fm_rowmax)(const FM_T *x, ptrdiff_t cols)
+{
+    FM_T m = -INFINITY;
+    _Pragma("omp simd reduction(max:m)")
+    for (ptrdiff_t j = 0; j < cols; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* D = x - max(row), for nb rows of C columns. */
+static inline void FM_FN(fm__shift_rows)(const FM_T *x, FM_T *D, ptrdiff_t nb, ptrdiff_t C)
+{
+    ptrdiff_t r = 0;
+    if (C < FM_W && FM_W % C == 0) {                /* 16 / C rows per vector */
+        ptrdiff_t n = nb * C / FM_W * FM_W;
+        for (ptrdiff_t k = 0; k < n; k += FM_W) {
+            FM_V a = FM_LOAD(x + k), m = a;
+            FM_FN(fm_vgroupmax)(&m, C);
+            FM_STORE(D + k, a - m);
+        }
+        r = n / C;
+    } else if (C <= FM_W) {                         /* one masked vector per row */
+        FM_VI lane = FM_LANES, keep = lane < (FM_I)C;
+        FM_V ninf = (FM_V){0} - (FM_T)INFINITY;
+        for (; r * C + FM_W <= nb * C; r++) {
+            FM_V a = FM_LOAD(x + r * C), m = FM_SELECT(keep, a, ninf);
+            FM_FN(fm_vgroupmax)(&m, FM_W);
+            FM_STORE(D + r * C, a - m);
+        }
+    }
+    for (; r < nb; r++) {
+        const FM_T *xr = x + r * C;
+        FM_T *dr = D + r * C;
+        FM_T m = FM_FN(fm_rowmax)(xr, C);
+        _Pragma("omp simd")
+        for (ptrdiff_t j = 0; j < C; j++) dr[j] = xr[j] - m;
+    }
+}
+
+/* Extra elements after a block in E: the vectors of the last rows (and of
+ * the up to 15 rows that round nb up to a multiple of 16) are read from
+ * there and masked off. */
+#define FM_PAD (2 * FM_W * FM_W)
+
+/* softmax: out = E / sum(row of E).  log-softmax: out = D - log(sum(row of E)).
+ * S: nb + 16 scratch values (one per row: its sum, then 1/sum or log(sum)). */
+static inline void FM_FN(fm__normalize_rows)(const FM_T *E, const FM_T *D, FM_T *out, FM_T *S,
+                                             ptrdiff_t nb, ptrdiff_t C, int log)
+{
+    ptrdiff_t L = nb * C;
+    ptrdiff_t r0 = 0;      /* rows [0, r0) are finished by the packed path */
+    ptrdiff_t rs = 0;      /* rows [0, rs) have their sum in S */
+    ptrdiff_t rv = 0;      /* rows [r0, rv) are written with whole vectors */
+    if (C < FM_W && FM_W % C == 0) {
+        /* 16 / C whole rows per vector: the group sums land in every lane of
+         * their row, straight into out; then one flat pass. */
+        ptrdiff_t n = L / FM_W * FM_W;
+        for (ptrdiff_t k = 0; k < n; k += FM_W) {
+            FM_V e = FM_LOAD(E + k);
+            FM_FN(fm_vgroupsum)(&e, C);
+            FM_STORE(out + k, e);
+        }
+        if (log) {
+            _Pragma("omp simd")
+            for (ptrdiff_t k = 0; k < n; k++) out[k] = D[k] - FM_FN(fm_logpos)(out[k]);
+        } else {
+            _Pragma("omp simd")
+            for (ptrdiff_t k = 0; k < n; k++) out[k] = E[k] / out[k];
+        }
+        r0 = rs = rv = n / C;
+    } else if (C <= 2 * FM_W) {
+        /* One or two vectors per row (lanes past the row masked); sums of 16
+         * rows at a time by a transpose-and-add tree. */
+        FM_VI lane = FM_LANES, keep0 = lane < (FM_I)C, keep1 = lane < (FM_I)(C - FM_W);
+        int two = C > FM_W;
+        ptrdiff_t span = two ? 2 * FM_W : FM_W;
+        for (ptrdiff_t i = 0; i < nb; i += FM_W) {
+            FM_V v[FM_W];
+            for (int k = 0; k < FM_W; k++) {
+                const FM_T *e = E + (i + k) * C;
+                v[k] = FM_SELECT(keep0, FM_LOAD(e), (FM_V){0});
+                if (two) v[k] += FM_SELECT(keep1, FM_LOAD(e + FM_W), (FM_V){0});
+            }
+            FM_FN(fm_vsum16)(v, S + i);
+        }
+        rs = nb;
+        rv = L >= span ? (L - span) / C + 1 : 0;   /* rows whose vectors end inside the block */
+    }
+    for (ptrdiff_t i = rs; i < nb; i++) S[i] = FM_FN(fm_rowsum)(E + i * C, C);
+    if (log) {
+        _Pragma("omp simd")
+        for (ptrdiff_t i = r0; i < nb; i++) S[i] = FM_FN(fm_logpos)(S[i]);
+    } else {
+        _Pragma("omp simd")
+        for (ptrdiff_t i = r0; i < nb; i++) S[i] = 1 / S[i];
+    }
+    for (ptrdiff_t i = r0; i < rv; i++) {
+        const FM_T *a = (log ? D : E) + i * C;
+        FM_T *o = out + i * C;
+        for (ptrdiff_t k = 0; k < C; k += FM_W)
+            FM_STORE(o + k, log ? FM_LOAD(a + k) - S[i] : FM_LOAD(a + k) * S[i]);
+    }
+    for (ptrdiff_t i = r0 > rv ? r0 : rv; i < nb; i++) {
+        const FM_T *er = E + i * C, *dr = D + i * C, s = S[i];
+        FM_T *o = out + i * C;
+        if (log) {
+            _Pragma("omp simd")
+            for (ptrdiff_t j = 0; j < C; j++) o[j] = dr[j] - s;
+        } else {
+            _Pragma("omp simd")
+            for (ptrdiff_t j = 0; j < C; j++) o[j] = er[j] * s;
+        }
+    }
+}
+
+/* One block of nb rows (nb * C <= FM_BLOCK_BYTES / sizeof(FM_T)). */
+static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t nb, ptrdiff_t C,
+                                            int log, FM_T *E, FM_T *D, FM_T *S)
+{
+    ptrdiff_t L = nb * C;
+    /* The vector paths (C <= 32) write past row ends into out before they
+     * have read all of D, so log-softmax needs a copy of x there (in place,
+     * out is x); wider rows are written row by row and read x itself. */
+    int copy = log && C <= 2 * FM_W;
+    FM_T lo = INFINITY, hi = -INFINITY;
+    if (copy) {
+        _Pragma("omp simd reduction(min:lo) reduction(max:hi)")
+        for (ptrdiff_t k = 0; k < L; k++) {
+            FM_T v = x[k];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+            E[k] = FM_FN(fm_expin)(v);
+            D[k] = v;
+        }
+    } else {
+        _Pragma("omp simd reduction(min:lo) reduction(max:hi)")
+        for (ptrdiff_t k = 0; k < L; k++) {
+            FM_T v = x[k];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+            E[k] = FM_FN(fm_expin)(v);
+        }
+    }
+    const FM_T *src = copy ? D : x;   /* log-softmax: out = src - log(sum) */
+    if (!(lo >= FM_FAST_LO && hi <= FM_FAST_HI)) {   /* NaN is skipped by min/max */
+        FM_FN(fm__shift_rows)(x, D, nb, C);
+        _Pragma("omp simd")
+        for (ptrdiff_t k = 0; k < L; k++) E[k] = FM_FN(fm_expneg_fast)(D[k]);
+        src = D;
+    }
+    FM_FN(fm__normalize_rows)(E, src, out, S, nb, C, log);
+}
+
+/* A row too long for a block: a range pass, an exp pass in block-sized
+ * chunks (into out for softmax, into the scratch E for log-softmax, which
+ * still needs x), then a scaling pass. */
+static inline void FM_FN(fm__softmax_long_row)(const FM_T *x, FM_T *out, ptrdiff_t C, int log,
+                                               FM_T *E, ptrdiff_t cap)
+{
+    FM_T lo = INFINITY, hi = -INFINITY;
+    _Pragma("omp simd reduction(min:lo) reduction(max:hi)")
+    for (ptrdiff_t j = 0; j < C; j++) {
+        lo = x[j] < lo ? x[j] : lo;
+        hi = x[j] > hi ? x[j] : hi;
+    }
+    int fast = lo >= FM_FAST_LO && hi <= FM_FAST_HI;
+    FM_T c = fast ? 0 : hi;                          /* hi is the row maximum */
+    FM_T sum = 0, comp = 0;                          /* Neumaier over the chunk sums */
+    for (ptrdiff_t j0 = 0; j0 < C; j0 += cap) {
+        ptrdiff_t n = C - j0 < cap ? C - j0 : cap;
+        const FM_T *xc = x + j0;
+        FM_T *e = log ? E : out + j0;
+        if (fast) {
+            _Pragma("omp simd")
+            for (ptrdiff_t j = 0; j < n; j++) e[j] = FM_FN(fm_expin)(xc[j]);
+        } else {
+            _Pragma("omp simd")
+            for (ptrdiff_t j = 0; j < n; j++) e[j] = FM_FN(fm_expneg_fast)(xc[j] - c);
+        }
+        FM_T part = FM_FN(fm_rowsum)(e, n), t = sum + part;
+        comp += sum >= part ? (sum - t) + part : (part - t) + sum;
+        sum = t;
+    }
+    sum += comp;
+    if (log) {
+        FM_T lse = FM_FN(fm_logpos)(sum);
+        _Pragma("omp simd")
+        for (ptrdiff_t j = 0; j < C; j++) out[j] = (x[j] - c) - lse;
+    } else {
+        FM_T inv = 1 / sum;
+        _Pragma("omp simd")
+        for (ptrdiff_t j = 0; j < C; j++) out[j] *= inv;
+    }
+}
+
+/* Rows per block: a power of two.  Callers that split a matrix between
+ * threads cut it at multiples of this, so that every row lands in the same
+ * block (and gets the same bits) whatever the number of threads. */
+static inline ptrdiff_t FM_FN(fm_softmax_block_rows)(ptrdiff_t cols)
+{
+    ptrdiff_t nb = 1;
+    while (2 * nb * cols <= (ptrdiff_t)(FM_BLOCK_BYTES / sizeof(FM_T))) nb *= 2;
+    return nb;
+}
+
+static inline void FM_FN(fm__softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t rows, ptrdiff_t cols,
+                                           int log)
+{
+    enum { CAP = FM_BLOCK_BYTES / sizeof(FM_T) };
+    if (rows <= 0 || cols <= 0) return;
+    if (cols == 1) {   /* exactly 1 (log: 0), NaN for NaN and +-inf, as x - max gives */
+        _Pragma("omp simd")
+        for (ptrdiff_t i = 0; i < rows; i++) out[i] = (x[i] - x[i]) + (log ? 0 : 1);
+        return;
+    }
+    FM_T E[CAP + FM_PAD] __attribute__((aligned(64)));
+    FM_T D[CAP] __attribute__((aligned(64)));
+    FM_T S[CAP + FM_W] __attribute__((aligned(64)));
+    if (cols > CAP) {
+        for (ptrdiff_t i = 0; i < rows; i++)
+            FM_FN(fm__softmax_long_row)(x + i * cols, out + i * cols, cols, log, E, CAP);
+        return;
+    }
+    for (int k = 0; k < FM_PAD; k++) E[CAP + k] = 0;
+    ptrdiff_t nb = FM_FN(fm_softmax_block_rows)(cols);
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += nb) {
+        ptrdiff_t n = rows - r0 < nb ? rows - r0 : nb;
+        FM_FN(fm__softmax_block)(x + r0 * cols, out + r0 * cols, n, cols, log, E, D, S);
+    }
+}
+
+/* Softmax / log-softmax over the last axis of a C-ordered rows x cols array. */
+static inline void FM_FN(fm_softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t rows, ptrdiff_t cols)
+{
+    FM_FN(fm__softmax_rows)(x, out, rows, cols, 0);
+}
+
+static inline void FM_FN(fm_log_softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t rows, ptrdiff_t cols)
+{
+    FM_FN(fm__softmax_rows)(x, out, rows, cols, 1);
+}
+
+#undef FM_V
+#undef FM_VI
+#undef FM_LOAD
+#undef FM_STORE
+#undef FM_SELECT
+#undef FM_LANES
+#undef FM_PAD
+#undef FM_CAT2
+#undef FM_CAT
+#undef FM_FN
+
+#endif /* FM_ACTIVATIONS_TEMPLATE */
