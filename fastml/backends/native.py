@@ -107,10 +107,10 @@ class NativeBackend:
 
     # ------------------------------------------------------------------ helpers
     def _run(self, X, out, kind):
+        Z = X
         status = self._k.run(X, out, kind, self._nt) if self._direct and type(X) is np.ndarray else -1
         if status < 0:
-            X = check_input(X, self._nf, self._owner, max_rows=self._max_rows)
-            Z = X
+            X = Z = check_input(X, self._nf, self._owner, max_rows=self._max_rows)
             if self._steps:
                 Z = X.copy()  # never write into the caller's array
                 for step in self._steps:
@@ -119,8 +119,11 @@ class NativeBackend:
                 out = np.empty((X.shape[0],) + out.shape[1:], dtype=out.dtype)
             status = self._k.run(Z, out, kind, self._nt)
         if status > 0:
-            # judge the caller's X, not the preprocessed one (a Normalizer turns inf into NaN)
+            # judge the caller's X first (a Normalizer turns inf into NaN), then what the
+            # steps made of it (a scaler can overflow float32, which scikit-learn refuses too)
             err = nonfinite_error(X, self._owner)
+            if err is None and Z is not X:
+                err = nonfinite_error(Z, self._owner)
             if err is not None:
                 raise err
         return out
