@@ -304,38 +304,63 @@ static inline double fm_swish1_f64(double x)
 }
 
 /* Sum of a row of exps (all >= 0, or NaN).  Adding the small terms of a row
- * one by one to a partial sum that holds a dominant term loses each of them
- * (a row with one large logit is the common case), so float rows are summed
- * in double, and double rows with Neumaier's compensated summation, in 8
- * independent lanes; either way the error is a few ulp of the sum. */
-static inline float fm_rowsum_f32(const float *e, ptrdiff_t n)
+ * one by one to a partial sum that holds a dominant term loses every one of
+ * them (a confident classifier's row, e.g. [20, 0, 0, ...] in float, loses
+ * all its small terms that way: 17 ulp on 1000 columns).  So four vectors
+ * are first added pairwise in the row's type (a dominant term meets at most
+ * two roundings), and those partial sums are accumulated in double (float
+ * rows) or with Neumaier's compensation (double rows).  Error: about one ulp
+ * of the sum, at about the cost of a plain vectorized sum. */
+#define FM_QUAD(e, j, l, w) (((e)[(j) + (l)] + (e)[(j) + (w) + (l)]) + ((e)[(j) + 2 * (w) + (l)] + (e)[(j) + 3 * (w) + (l)]))
+
+static inline float fm_rowsum_f32(const float *e, ptrdiff_t n, int padded)
 {
-    double s = 0;
-    _Pragma("omp simd reduction(+:s)")
-    for (ptrdiff_t j = 0; j < n; j++) s += e[j];
-    return (float)s;
+    double acc[16] = {0};
+    ptrdiff_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        float q[16];
+        for (int l = 0; l < 16; l++) q[l] = FM_QUAD(e, j, l, 16);
+        for (int l = 0; l < 16; l++) acc[l] += q[l];
+    }
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) acc[l] += e[j + l];
+    double tail = 0;   /* a separate scalar: indexing acc by a variable would keep acc in memory */
+    if (j < n && padded)   /* e has 15 readable elements past n: one masked vector */
+        for (int l = 0; l < 16; l++) acc[l] += j + l < n ? e[j + l] : 0.0f;
+    else
+        for (; j < n; j++) tail += e[j];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return (float)(acc[0] + tail);
 }
 
-static inline double fm_rowsum_f64(const double *e, ptrdiff_t n)
+/* s += v with Neumaier's compensation c (for s, v >= 0 or NaN). */
+#define FM_NEUMAIER(s, c, v)                                         \
+    do {                                                             \
+        double t_ = (s) + (v);                                       \
+        (c) += (s) >= (v) ? ((s) - t_) + (v) : ((v) - t_) + (s);     \
+        (s) = t_;                                                    \
+    } while (0)
+
+static inline double fm_rowsum_f64(const double *e, ptrdiff_t n, int padded)
 {
     double s[8] = {0}, c[8] = {0};
     ptrdiff_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int l = 0; l < 8; l++) {
-            double v = e[j + l], t = s[l] + v;
-            c[l] += s[l] >= v ? (s[l] - t) + v : (v - t) + s[l];
-            s[l] = t;
-        }
-    for (int l = 0; j < n; j++, l++) {
-        double v = e[j], t = s[l] + v;
-        c[l] += s[l] >= v ? (s[l] - t) + v : (v - t) + s[l];
-        s[l] = t;
+    for (; j + 32 <= n; j += 32) {
+        double q[8];
+        for (int l = 0; l < 8; l++) q[l] = FM_QUAD(e, j, l, 8);
+        for (int l = 0; l < 8; l++) FM_NEUMAIER(s[l], c[l], q[l]);
     }
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) FM_NEUMAIER(s[l], c[l], e[j + l]);
     double tot = 0, comp = 0;
+    if (j < n && padded)
+        for (int l = 0; l < 8; l++) FM_NEUMAIER(s[l], c[l], j + l < n ? e[j + l] : 0.0);
+    else
+        for (; j < n; j++) FM_NEUMAIER(tot, comp, e[j]);
     for (int l = 0; l < 8; l++) {
-        double t = tot + s[l];
-        comp += (tot >= s[l] ? (tot - t) + s[l] : (s[l] - t) + tot) + c[l];
-        tot = t;
+        FM_NEUMAIER(tot, comp, s[l]);
+        comp += c[l];
     }
     return tot + comp;
 }
@@ -384,18 +409,29 @@ static inline double fm_rowsum_f64(const double *e, ptrdiff_t n)
 /* Elementwise kernels.                                                      */
 /* ------------------------------------------------------------------------ */
 
+/* The first loop runs up to the first 64-byte boundary of out, so that the
+ * main loop's vector stores never straddle two cache lines (numpy's data is
+ * 16 bytes past a boundary); scalar and vector code give the same bits. */
+#define FM_HEAD(out, n) \
+    ((uintptr_t)(out) % sizeof(FM_T) ? 0 : ((-(uintptr_t)(out)) & 63) / sizeof(FM_T) < (size_t)(n) \
+     ? (ptrdiff_t)(((-(uintptr_t)(out)) & 63) / sizeof(FM_T)) : (n))
 #define FM_ELEMENTWISE(name)                                                   \
     static inline void FM_FN(fm_##name)(const FM_T *x, FM_T *out, ptrdiff_t n) \
     {                                                                          \
+        ptrdiff_t h = FM_HEAD(out, n);                                         \
+        for (ptrdiff_t i = 0; i < h; i++) out[i] = FM_FN(fm_##name##1)(x[i]);  \
         _Pragma("omp simd")                                                    \
-        for (ptrdiff_t i = 0; i < n; i++) out[i] = FM_FN(fm_##name##1)(x[i]);  \
+        for (ptrdiff_t i = h; i < n; i++) out[i] = FM_FN(fm_##name##1)(x[i]);  \
     }
 #define FM_ELEMENTWISE_ALPHA(name)                                             \
     static inline void FM_FN(fm_##name)(const FM_T *x, FM_T *out, ptrdiff_t n, \
                                         FM_T alpha)                            \
     {                                                                          \
+        ptrdiff_t h = FM_HEAD(out, n);                                         \
+        for (ptrdiff_t i = 0; i < h; i++)                                      \
+            out[i] = FM_FN(fm_##name##1)(x[i], alpha);                         \
         _Pragma("omp simd")                                                    \
-        for (ptrdiff_t i = 0; i < n; i++)                                      \
+        for (ptrdiff_t i = h; i < n; i++)                                      \
             out[i] = FM_FN(fm_##name##1)(x[i], alpha);                         \
     }
 
@@ -409,6 +445,7 @@ FM_ELEMENTWISE_ALPHA(elu)
 
 #undef FM_ELEMENTWISE
 #undef FM_ELEMENTWISE_ALPHA
+#undef FM_HEAD
 
 /* ------------------------------------------------------------------------ */
 /* Row-wise softmax and log-softmax.                                         */
@@ -532,38 +569,61 @@ static inline void FM_FN(fm__shift_rows)(const FM_T *x, FM_T *D, ptrdiff_t nb, p
  * there and masked off. */
 #define FM_PAD (2 * FM_W * FM_W)
 
+/* For rows of C <= 32 columns, 16 rows fill exactly C vectors: idx[v] gives,
+ * for each lane of vector v, the row it belongs to (0..15). */
+static inline void FM_FN(fm__group_rows)(ptrdiff_t C, FM_VI *idx)
+{
+    FM_I row = 0, col = 0;
+    for (ptrdiff_t v = 0; v < C; v++)
+        for (int l = 0; l < FM_W; l++) {
+            idx[v][l] = row;
+            if (++col == C) {
+                col = 0;
+                row++;
+            }
+        }
+}
+
+/* Vector of f[idx[0]], ..., f[idx[15]]: GCC's variable shuffle (vpermps). */
+#if defined(__clang__)
+#define FM_PERMUTE(f, idx) ({ FM_V r_; for (int l_ = 0; l_ < FM_W; l_++) r_[l_] = (f)[(idx)[l_]]; r_; })
+#else
+#define FM_PERMUTE(f, idx) __builtin_shuffle((f), (idx))
+#endif
+
 /* softmax: out = E / sum(row of E).  log-softmax: out = D - log(sum(row of E)).
- * S: nb + 16 scratch values (one per row: its sum, then 1/sum or log(sum)). */
+ * S: scratch of FM_BLOCK_BYTES + 16 values.  out is written once, after E
+ * and D have been read where needed, so out may be D (in place). */
 static inline void FM_FN(fm__normalize_rows)(const FM_T *E, const FM_T *D, FM_T *out, FM_T *S,
-                                             ptrdiff_t nb, ptrdiff_t C, int log)
+                                             ptrdiff_t nb, ptrdiff_t C, int log, const FM_VI *idx)
 {
     ptrdiff_t L = nb * C;
     ptrdiff_t r0 = 0;      /* rows [0, r0) are finished by the packed path */
     ptrdiff_t rs = 0;      /* rows [0, rs) have their sum in S */
-    ptrdiff_t rv = 0;      /* rows [r0, rv) are written with whole vectors */
+    ptrdiff_t rv = 0;      /* rows [r0, rv) are written 16 rows (C vectors) at a time */
     if (C < FM_W && FM_W % C == 0) {
-        /* 16 / C whole rows per vector: the group sums land in every lane of
-         * their row, straight into out; then one flat pass. */
+        /* 16 / C whole rows per vector: butterfly sums land in every lane of
+         * their row (S, per element); then one flat pass. */
         ptrdiff_t n = L / FM_W * FM_W;
         for (ptrdiff_t k = 0; k < n; k += FM_W) {
             FM_V e = FM_LOAD(E + k);
             FM_FN(fm_vgroupsum)(&e, C);
-            FM_STORE(out + k, e);
+            FM_STORE(S + k, e);
         }
         if (log) {
             _Pragma("omp simd")
-            for (ptrdiff_t k = 0; k < n; k++) out[k] = D[k] - FM_FN(fm_logpos)(out[k]);
+            for (ptrdiff_t k = 0; k < n; k++) out[k] = D[k] - FM_FN(fm_logpos)(S[k]);
         } else {
             _Pragma("omp simd")
-            for (ptrdiff_t k = 0; k < n; k++) out[k] = E[k] / out[k];
+            for (ptrdiff_t k = 0; k < n; k++) out[k] = E[k] / S[k];
         }
         r0 = rs = rv = n / C;
     } else if (C <= 2 * FM_W) {
         /* One or two vectors per row (lanes past the row masked); sums of 16
-         * rows at a time by a transpose-and-add tree. */
+         * rows at a time by a transpose-and-add tree (E is padded, so the
+         * vectors of the last rows can be read). */
         FM_VI lane = FM_LANES, keep0 = lane < (FM_I)C, keep1 = lane < (FM_I)(C - FM_W);
         int two = C > FM_W;
-        ptrdiff_t span = two ? 2 * FM_W : FM_W;
         for (ptrdiff_t i = 0; i < nb; i += FM_W) {
             FM_V v[FM_W];
             for (int k = 0; k < FM_W; k++) {
@@ -574,9 +634,9 @@ static inline void FM_FN(fm__normalize_rows)(const FM_T *E, const FM_T *D, FM_T 
             FM_FN(fm_vsum16)(v, S + i);
         }
         rs = nb;
-        rv = L >= span ? (L - span) / C + 1 : 0;   /* rows whose vectors end inside the block */
+        rv = nb / FM_W * FM_W;
     }
-    for (ptrdiff_t i = rs; i < nb; i++) S[i] = FM_FN(fm_rowsum)(E + i * C, C);
+    for (ptrdiff_t i = rs; i < nb; i++) S[i] = FM_FN(fm_rowsum)(E + i * C, C, 1);
     if (log) {
         _Pragma("omp simd")
         for (ptrdiff_t i = r0; i < nb; i++) S[i] = FM_FN(fm_logpos)(S[i]);
@@ -584,11 +644,15 @@ static inline void FM_FN(fm__normalize_rows)(const FM_T *E, const FM_T *D, FM_T 
         _Pragma("omp simd")
         for (ptrdiff_t i = r0; i < nb; i++) S[i] = 1 / S[i];
     }
-    for (ptrdiff_t i = r0; i < rv; i++) {
+    /* 16 rows = C whole vectors; each lane takes its row's factor. */
+    for (ptrdiff_t i = r0; i < rv; i += FM_W) {
+        FM_V f = FM_LOAD(S + i);
         const FM_T *a = (log ? D : E) + i * C;
         FM_T *o = out + i * C;
-        for (ptrdiff_t k = 0; k < C; k += FM_W)
-            FM_STORE(o + k, log ? FM_LOAD(a + k) - S[i] : FM_LOAD(a + k) * S[i]);
+        if (log)
+            for (ptrdiff_t v = 0; v < C; v++) FM_STORE(o + v * FM_W, FM_LOAD(a + v * FM_W) - FM_PERMUTE(f, idx[v]));
+        else
+            for (ptrdiff_t v = 0; v < C; v++) FM_STORE(o + v * FM_W, FM_LOAD(a + v * FM_W) * FM_PERMUTE(f, idx[v]));
     }
     for (ptrdiff_t i = r0 > rv ? r0 : rv; i < nb; i++) {
         const FM_T *er = E + i * C, *dr = D + i * C, s = S[i];
@@ -603,42 +667,41 @@ static inline void FM_FN(fm__normalize_rows)(const FM_T *E, const FM_T *D, FM_T 
     }
 }
 
-/* One block of nb rows (nb * C <= FM_BLOCK_BYTES / sizeof(FM_T)). */
-static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t nb, ptrdiff_t C,
-                                            int log, FM_T *E, FM_T *D, FM_T *S)
-{
-    ptrdiff_t L = nb * C;
-    /* The vector paths (C <= 32) write past row ends into out before they
-     * have read all of D, so log-softmax needs a copy of x there (in place,
-     * out is x); wider rows are written row by row and read x itself. */
-    int copy = log && C <= 2 * FM_W;
-    FM_T lo = INFINITY, hi = -INFINITY;
-    if (copy) {
-        _Pragma("omp simd reduction(min:lo) reduction(max:hi)")
-        for (ptrdiff_t k = 0; k < L; k++) {
-            FM_T v = x[k];
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-            E[k] = FM_FN(fm_expin)(v);
-            D[k] = v;
-        }
-    } else {
-        _Pragma("omp simd reduction(min:lo) reduction(max:hi)")
-        for (ptrdiff_t k = 0; k < L; k++) {
-            FM_T v = x[k];
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-            E[k] = FM_FN(fm_expin)(v);
-        }
+/* exp pass over x[k0, k1): E = exp(x), widening the block's range [lo, hi];
+ * lanes at or past `end` still get E (E is padded) but do not count for the
+ * range. */
+#define FM_EXP_PASS(k0, k1, end)                                               \
+    _Pragma("omp simd reduction(min:lo) reduction(max:hi)")                    \
+    for (ptrdiff_t k = (k0); k < (k1); k++) {                                  \
+        FM_T v = x[k], w = k < (end) ? v : (FM_T)NAN;  /* NaN: no effect */    \
+        lo = w < lo ? w : lo;                                                  \
+        hi = w > hi ? w : hi;                                                  \
+        E[k] = FM_FN(fm_expin)(v);                                             \
     }
-    const FM_T *src = copy ? D : x;   /* log-softmax: out = src - log(sum) */
+
+/* One block of nb rows (nb * C <= FM_BLOCK_BYTES / sizeof(FM_T)); x holds at
+ * least `avail` readable elements from the block's start. */
+static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t nb, ptrdiff_t C,
+                                            int log, ptrdiff_t avail, FM_T *E, FM_T *D, FM_T *S,
+                                            const FM_VI *idx)
+{
+    ptrdiff_t L = nb * C, L16 = L / FM_W * FM_W;
+    FM_T lo = INFINITY, hi = -INFINITY;
+    FM_EXP_PASS(0, L16, L16)
+    /* The last partial vector: one full vector when x has the room (a scalar
+     * loop of exps would cost as much as a fifth of a 1000-column row). */
+    if (L16 < L) {
+        ptrdiff_t k1 = avail >= L16 + FM_W ? L16 + FM_W : L;
+        FM_EXP_PASS(L16, k1, L)
+    }
+    const FM_T *src = x;   /* log-softmax: out = src - log(sum) */
     if (!(lo >= FM_FAST_LO && hi <= FM_FAST_HI)) {   /* NaN is skipped by min/max */
         FM_FN(fm__shift_rows)(x, D, nb, C);
         _Pragma("omp simd")
         for (ptrdiff_t k = 0; k < L; k++) E[k] = FM_FN(fm_expneg_fast)(D[k]);
         src = D;
     }
-    FM_FN(fm__normalize_rows)(E, src, out, S, nb, C, log);
+    FM_FN(fm__normalize_rows)(E, src, out, S, nb, C, log, idx);
 }
 
 /* A row too long for a block: a range pass, an exp pass in block-sized
@@ -667,7 +730,7 @@ static inline void FM_FN(fm__softmax_long_row)(const FM_T *x, FM_T *out, ptrdiff
             _Pragma("omp simd")
             for (ptrdiff_t j = 0; j < n; j++) e[j] = FM_FN(fm_expneg_fast)(xc[j] - c);
         }
-        FM_T part = FM_FN(fm_rowsum)(e, n), t = sum + part;
+        FM_T part = FM_FN(fm_rowsum)(e, n, log), t = sum + part;   /* E is padded, out is not */
         comp += sum >= part ? (sum - t) + part : (part - t) + sum;
         sum = t;
     }
@@ -704,18 +767,21 @@ static inline void FM_FN(fm__softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t r
         return;
     }
     FM_T E[CAP + FM_PAD] __attribute__((aligned(64)));
-    FM_T D[CAP] __attribute__((aligned(64)));
+    FM_T D[CAP + FM_W] __attribute__((aligned(64)));
     FM_T S[CAP + FM_W] __attribute__((aligned(64)));
+    FM_VI idx[2 * FM_W];
     if (cols > CAP) {
         for (ptrdiff_t i = 0; i < rows; i++)
             FM_FN(fm__softmax_long_row)(x + i * cols, out + i * cols, cols, log, E, CAP);
         return;
     }
     for (int k = 0; k < FM_PAD; k++) E[CAP + k] = 0;
+    if (cols <= 2 * FM_W) FM_FN(fm__group_rows)(cols, idx);
     ptrdiff_t nb = FM_FN(fm_softmax_block_rows)(cols);
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += nb) {
         ptrdiff_t n = rows - r0 < nb ? rows - r0 : nb;
-        FM_FN(fm__softmax_block)(x + r0 * cols, out + r0 * cols, n, cols, log, E, D, S);
+        FM_FN(fm__softmax_block)(x + r0 * cols, out + r0 * cols, n, cols, log, (rows - r0) * cols,
+                                 E, D, S, idx);
     }
 }
 
@@ -732,6 +798,8 @@ static inline void FM_FN(fm_log_softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_
 
 #undef FM_V
 #undef FM_VI
+#undef FM_EXP_PASS
+#undef FM_PERMUTE
 #undef FM_LOAD
 #undef FM_STORE
 #undef FM_SELECT
