@@ -64,7 +64,7 @@ def _numpy_softmax(x, out):
     out /= out.sum(axis=1, keepdims=True)
 
 
-def _contenders(workload, x, out, pool):
+def _contenders(workload, x, out):
     cols = WORKLOADS[workload]
     if cols is None:
         xs, os_ = x, out
@@ -100,7 +100,7 @@ def test_bench(benchmark, data, pool, workload, impl):
     elif impl == "copy 2 threads":
         name, threads, fn = impl, 2, lambda: _copy2(x, out, pool)
     else:
-        contenders = _contenders(workload, x, out, pool)
+        contenders = _contenders(workload, x, out)
         name = next(k for k in contenders if k.startswith(impl))
         threads, fn = contenders[name]
     benchmark.group = workload

@@ -118,8 +118,10 @@ def _same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _source(a: np.ndarray, dst: np.ndarray | None) -> np.ndarray:
-    """``a`` itself, unless writing ``dst`` could overwrite parts of it still to be read."""
-    if dst is not None and np.may_share_memory(a, dst) and not _same_buffer(a, dst):
+    """``a`` itself, unless writing ``dst`` could overwrite parts of it still to be
+    read, or its elements are not aligned to their size (the kernels load whole
+    elements, as C requires)."""
+    if not a.flags.aligned or (dst is not None and np.may_share_memory(a, dst) and not _same_buffer(a, dst)):
         return a.copy()
     return a
 
@@ -136,7 +138,7 @@ def _elementwise(name: str, x, out, alpha: float, n_threads) -> np.ndarray:
     order = "C" if a.flags.c_contiguous else "F"
     res = np.empty_like(a, order=order) if out is None else out
     # The kernel sees both arrays as flat runs of elements in the same order.
-    direct = res.flags.c_contiguous if order == "C" else res.flags.f_contiguous
+    direct = res.flags.aligned and (res.flags.c_contiguous if order == "C" else res.flags.f_contiguous)
     dst = res if direct else np.empty_like(a, order=order)
     _kernels().elementwise(_kernels().OPS[name], a.ravel(order), dst.ravel(order), alpha, nt)
     if dst is not res:
@@ -156,11 +158,21 @@ def _softmax(name: str, x, axis, out, n_threads, log: bool) -> np.ndarray:
         return out if out is not None else np.empty_like(a)
     a = _source(a, out)
     # Rows along the last axis, C-contiguous: a view when the layout allows
-    # (C order with axis=-1, F order with axis=0), else one copy.
-    src = np.ascontiguousarray(np.moveaxis(a, axis, -1))
-    res = out if out is not None else np.moveaxis(np.empty(src.shape, a.dtype), -1, axis)
-    res_rows = np.moveaxis(res, axis, -1)
-    dst = res_rows if res_rows.flags.c_contiguous else np.empty(src.shape, a.dtype)
+    # (C order with the last axis, F order with the first), else one copy.
+    axis = int(axis) % a.ndim
+    if axis == a.ndim - 1:
+        perm = inverse = None
+    else:
+        perm = tuple(d for d in range(a.ndim) if d != axis) + (axis,)
+        inverse = tuple(np.argsort(perm))
+    src = np.ascontiguousarray(a if perm is None else a.transpose(perm))
+    if out is not None:
+        res = out
+    else:
+        res = np.empty(src.shape, a.dtype)
+        res = res if inverse is None else res.transpose(inverse)
+    res_rows = res if perm is None else res.transpose(perm)
+    dst = res_rows if res_rows.flags.c_contiguous and res_rows.flags.aligned else np.empty(src.shape, a.dtype)
     cols = src.shape[-1]
     _kernels().softmax_rows(src.reshape(-1), dst.reshape(-1), src.size // cols, cols, log, nt)
     if dst is not res_rows:

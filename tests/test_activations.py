@@ -403,6 +403,28 @@ def test_threads_give_identical_results(dtype):
             np.testing.assert_array_equal(one, fn(m, n_threads=3))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_result_does_not_depend_on_position(dtype):
+    """The scalar head/tail of a loop and its vector body give the same bits, so an
+    element's result does not depend on where it sits in the array."""
+    x = (np.random.default_rng(5).standard_normal(1003) * 30).astype(dtype)
+    for name in ELEMENTWISE:
+        fn = getattr(K, name)
+        np.testing.assert_array_equal(fn(x)[1:], fn(x[1:]))
+        np.testing.assert_array_equal(fn(x)[5:], fn(x[5:]))
+
+
+def test_unaligned_arrays():
+    buf = np.zeros(4 * 60 + 1, np.uint8)
+    x = np.frombuffer(buf.data, dtype=np.float32, count=60, offset=1)
+    assert not x.flags.aligned
+    np.testing.assert_array_equal(K.sigmoid(x), K.sigmoid(np.zeros(60, np.float32)))
+    np.testing.assert_array_equal(K.softmax(x), np.full(60, 1 / 60, np.float32))
+    out = np.frombuffer(bytearray(4 * 60 + 1), dtype=np.float32, count=60, offset=1)
+    K.tanh(np.ones(60, np.float32), out=out)
+    np.testing.assert_array_equal(out, K.tanh(np.ones(60, np.float32)))
+
+
 def test_available_threads():
     n = K.available_threads()
     assert isinstance(n, int) and n >= 1

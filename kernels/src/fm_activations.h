@@ -3,22 +3,31 @@
  * Layout: every kernel takes contiguous input and output pointers and a length
  * (elementwise) or rows x cols in C order (row-wise softmax).  In-place calls
  * (x == out) are allowed; partially overlapping buffers are not.  Kernels are
- * serial: threads are the caller's business (each thread gets a range).
+ * serial: threads are the caller's business (each thread gets a range; for
+ * softmax, whole blocks, see fm_softmax_block_rows).
  *
- * Loop order: an elementwise kernel is one `omp simd` loop over the flat
- * array; the scalar function inside is branch-free and inlined, so the loop
- * compiles to SIMD code (AVX-512 / AVX2 with -march=native).  `omp simd`
- * (enabled by -fopenmp) also lets GCC vectorize the max / sum reductions of
- * softmax, which it would not reorder on its own without -ffast-math; nothing
- * else is relaxed, so NaN and inf keep their IEEE meaning.
+ * Elementwise loop order: one `omp simd` loop over the flat array (after a
+ * short scalar run up to a 64-byte boundary of out); the scalar function
+ * inside is branch-free and inlined, so the loop compiles to SIMD code
+ * (AVX-512 / AVX2 with -march=native).  `omp simd` (enabled by -fopenmp) also
+ * lets GCC vectorize min / max / sum reductions, which it would not reorder
+ * on its own without -ffast-math; nothing else is relaxed, so NaN and inf
+ * keep their IEEE meaning.
  *
- * Softmax over a row reads it three times (max, exp + sum, scale); a row of up
- * to a few thousand columns stays in L1, so memory sees one read and one
- * write.  Rows narrower than FM_NARROW columns are too short for vectors along
- * the row; they go through blocks of rows (fm_softmax_block_*, below).
+ * Softmax loop order: blocks of rows of at most FM_BLOCK_BYTES, so that a
+ * block stays in L1 and memory sees one read and one write per element:
+ * an exp pass over the whole block, per-row sums, a scaling pass (details at
+ * fm__softmax_block).  Exp dominates, as for sigmoid: ~11 vector operations
+ * per 16 floats.  Rows of <= 32 columns are too short for vectors along the
+ * row; they use GNU C vector extensions (16 rows at a time, see
+ * fm__normalize_rows), which GCC lowers to whatever SIMD the target has.
  *
+ * Accuracy, measured against correctly rounded references: exp <= 2 ulp
+ * (float, fm_expneg_fast / fm_expin) or 1 ulp; sigmoid <= 3.5 ulp (float) /
+ * 2.5 ulp (double); tanh 2.5; softplus 1.5-3; swish 4.5; elu, expm1 1;
+ * softmax a few ulp (row sums to about one ulp, see fm_rowsum_f32).
  * Semantics: NaN in -> NaN out (softmax: a NaN anywhere in a row makes the
- * row NaN; so does +inf, or a row of all -inf, as in scipy.special.softmax);
+ * row NaN; so do +inf and a row of only -inf, as in scipy.special.softmax);
  * results below the smallest normal number may flush to zero.
  *
  * The per-type kernels are written once below FM_ACTIVATIONS_TEMPLATE and
@@ -36,7 +45,7 @@
 
 /* Softmax works on blocks of rows of at most this many bytes (L1-resident). */
 #define FM_BLOCK_BYTES 4096
-/* Lanes of the explicit vectors used for rows of <= 16 columns. */
+/* Lanes of the explicit vectors used for rows of <= 32 columns. */
 #define FM_W 16
 
 /* ------------------------------------------------------------------------ */
@@ -310,57 +319,84 @@ static inline double fm_swish1_f64(double x)
  * are first added pairwise in the row's type (a dominant term meets at most
  * two roundings), and those partial sums are accumulated in double (float
  * rows) or with Neumaier's compensation (double rows).  Error: about one ulp
- * of the sum, at about the cost of a plain vectorized sum. */
-#define FM_QUAD(e, j, l, w) (((e)[(j) + (l)] + (e)[(j) + (w) + (l)]) + ((e)[(j) + 2 * (w) + (l)] + (e)[(j) + 3 * (w) + (l)]))
+ * of the sum, at about the cost of a plain vectorized sum.  (Written with
+ * vector extensions: as plain loops, GCC keeps the partial sums in memory.) */
+typedef float fm_v16f __attribute__((vector_size(64), aligned(4), may_alias));
+typedef double fm_v8d __attribute__((vector_size(64), aligned(8), may_alias));
+typedef int64_t fm_v8l __attribute__((vector_size(64)));
 
 static inline float fm_rowsum_f32(const float *e, ptrdiff_t n, int padded)
 {
-    double acc[16] = {0};
+    fm_v8d a0 = {0}, a1 = {0};
     ptrdiff_t j = 0;
     for (; j + 64 <= n; j += 64) {
-        float q[16];
-        for (int l = 0; l < 16; l++) q[l] = FM_QUAD(e, j, l, 16);
-        for (int l = 0; l < 16; l++) acc[l] += q[l];
+        fm_v16f q = (*(const fm_v16f *)(e + j) + *(const fm_v16f *)(e + j + 16))
+                  + (*(const fm_v16f *)(e + j + 32) + *(const fm_v16f *)(e + j + 48));
+        a0 += __builtin_convertvector(__builtin_shufflevector(q, q, 0, 1, 2, 3, 4, 5, 6, 7), fm_v8d);
+        a1 += __builtin_convertvector(__builtin_shufflevector(q, q, 8, 9, 10, 11, 12, 13, 14, 15), fm_v8d);
     }
-    for (; j + 16 <= n; j += 16)
-        for (int l = 0; l < 16; l++) acc[l] += e[j + l];
-    double tail = 0;   /* a separate scalar: indexing acc by a variable would keep acc in memory */
-    if (j < n && padded)   /* e has 15 readable elements past n: one masked vector */
-        for (int l = 0; l < 16; l++) acc[l] += j + l < n ? e[j + l] : 0.0f;
-    else
+    double tail = 0;
+    if (padded) {   /* e has 15 readable elements past n: whole vectors, the last one masked */
+        typedef int32_t v16i __attribute__((vector_size(64)));
+        v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+        for (; j < n; j += 16) {
+            fm_v16f q = *(const fm_v16f *)(e + j);
+            q = (fm_v16f)((v16i)q & (lane < (int32_t)(n - j)));
+            a0 += __builtin_convertvector(__builtin_shufflevector(q, q, 0, 1, 2, 3, 4, 5, 6, 7), fm_v8d);
+            a1 += __builtin_convertvector(__builtin_shufflevector(q, q, 8, 9, 10, 11, 12, 13, 14, 15), fm_v8d);
+        }
+    } else {
         for (; j < n; j++) tail += e[j];
-    for (int w = 8; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
-    return (float)(acc[0] + tail);
+    }
+    a0 += a1;
+    a0 += __builtin_shufflevector(a0, a0, 4, 5, 6, 7, 0, 1, 2, 3);
+    a0 += __builtin_shufflevector(a0, a0, 2, 3, 0, 1, 6, 7, 4, 5);
+    return (float)((a0[0] + a0[1]) + tail);
 }
 
-/* s += v with Neumaier's compensation c (for s, v >= 0 or NaN). */
-#define FM_NEUMAIER(s, c, v)                                         \
-    do {                                                             \
-        double t_ = (s) + (v);                                       \
-        (c) += (s) >= (v) ? ((s) - t_) + (v) : ((v) - t_) + (s);     \
-        (s) = t_;                                                    \
+/* s += v with Neumaier's compensation c (s, v >= 0 or NaN), lane by lane. */
+#define FM_NEUMAIER(s, c, v)                                                   \
+    do {                                                                       \
+        fm_v8d t_ = (s) + (v);                                                 \
+        fm_v8l big_ = (s) >= (v);                                              \
+        fm_v8d a_ = ((s) - t_) + (v), b_ = ((v) - t_) + (s);                   \
+        (c) += (fm_v8d)(((fm_v8l)a_ & big_) | ((fm_v8l)b_ & ~big_));           \
+        (s) = t_;                                                              \
     } while (0)
 
 static inline double fm_rowsum_f64(const double *e, ptrdiff_t n, int padded)
 {
-    double s[8] = {0}, c[8] = {0};
+    fm_v8d s = {0}, c = {0};
     ptrdiff_t j = 0;
     for (; j + 32 <= n; j += 32) {
-        double q[8];
-        for (int l = 0; l < 8; l++) q[l] = FM_QUAD(e, j, l, 8);
-        for (int l = 0; l < 8; l++) FM_NEUMAIER(s[l], c[l], q[l]);
+        fm_v8d q = (*(const fm_v8d *)(e + j) + *(const fm_v8d *)(e + j + 8))
+                 + (*(const fm_v8d *)(e + j + 16) + *(const fm_v8d *)(e + j + 24));
+        FM_NEUMAIER(s, c, q);
     }
-    for (; j + 8 <= n; j += 8)
-        for (int l = 0; l < 8; l++) FM_NEUMAIER(s[l], c[l], e[j + l]);
+    fm_v8d tail = {0}, ctail = {0};
+    if (padded) {
+        fm_v8l lane = {0, 1, 2, 3, 4, 5, 6, 7};
+        for (; j < n; j += 8) {
+            fm_v8d q = *(const fm_v8d *)(e + j);
+            q = (fm_v8d)((fm_v8l)q & (lane < (int64_t)(n - j)));
+            FM_NEUMAIER(s, c, q);
+        }
+    } else {
+        for (; j < n; j++) {
+            fm_v8d q = {e[j]};
+            FM_NEUMAIER(tail, ctail, q);
+        }
+    }
+    /* the 8 lanes and the tail, one after the other, still compensated */
     double tot = 0, comp = 0;
-    if (j < n && padded)
-        for (int l = 0; l < 8; l++) FM_NEUMAIER(s[l], c[l], j + l < n ? e[j + l] : 0.0);
-    else
-        for (; j < n; j++) FM_NEUMAIER(tot, comp, e[j]);
     for (int l = 0; l < 8; l++) {
-        FM_NEUMAIER(tot, comp, s[l]);
-        comp += c[l];
+        double v[2] = {s[l], tail[l]};
+        for (int k = 0; k < 2; k++) {
+            double t = tot + v[k];
+            comp += tot >= v[k] ? (tot - t) + v[k] : (v[k] - t) + tot;
+            tot = t;
+        }
+        comp += c[l] + ctail[l];
     }
     return tot + comp;
 }
@@ -452,21 +488,21 @@ FM_ELEMENTWISE_ALPHA(elu)
 /*                                                                           */
 /* Rows are processed in blocks of nb rows (nb a power of two, nb * cols <=   */
 /* FM_BLOCK_BYTES), with scratch buffers E (exp), D (shifted input) and S     */
-/* (one value per row) on the stack:                                         */
+/* (per row or per element) on the stack:                                    */
 /*   1. one flat pass: E = exp(x), and the block's min and max.  When every   */
 /*      value lies in [FM_FAST_LO, FM_FAST_HI], exp(x) can neither overflow   */
 /*      nor underflow, so no shift by the row maximum is needed (and x - max  */
 /*      is not rounded: this path is the more accurate one);                 */
 /*   2. otherwise (large logits, inf): per row D = x - max(row), E = exp(D);  */
-/*   3. per row: S = sum(E); out = E / S, or out = D - log(S) (D = x when no  */
-/*      shift was taken).                                                    */
-/* Flat passes are plain SIMD loops.  The per-row passes are SIMD loops along */
-/* the row for wide rows; rows of <= 16 columns are too short for that, so    */
-/* they use one explicit 16-lane vector per row (lanes past the row masked,   */
-/* horizontal sum/max by butterfly shuffles), or, when cols divides 16,       */
-/* whole vectors holding 16 / cols rows each.  Vector stores may run past the */
-/* end of a row into the next one, which is rewritten right after; the last   */
-/* rows of a block use exact loops, so nothing outside the block is touched. */
+/*   3. per row: S = sum(E); out = E * (1 / S), or out = D - log(S) (D = x    */
+/*      when no shift was taken).                                            */
+/* Flat passes are plain SIMD loops, and so are the per-row passes of rows of */
+/* more than 32 columns.  Shorter rows are handled 16 rows at a time, which   */
+/* fill exactly `cols` vectors: per-row sums by a transpose-and-add tree, the */
+/* per-row factors spread over the output vectors by one permute each; when  */
+/* cols divides 16, a vector holds whole rows and butterflies do the sums.   */
+/* Rows past the last multiple of 16 in a block use plain loops.  A row       */
+/* longer than a block gets its own three passes (fm__softmax_long_row).      */
 /* ------------------------------------------------------------------------ */
 
 /* 16-lane vectors of FM_T (GNU C vector extensions: GCC lowers them to
