@@ -15,20 +15,19 @@ Conventions the report (``bench/report.py``) reads from ``benchmark.extra_info``
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from machine import cores, cpu_model, package_versions
 
 #: Shorter than pytest-benchmark's defaults so a suite runs in about a minute,
 #: with enough rounds for a stable median. Flags given on the command line win.
 SETTINGS = {"benchmark_max_time": ("--benchmark-max-time", 0.5),
             "benchmark_min_rounds": ("--benchmark-min-rounds", 10)}
 
-PACKAGES = ("numpy", "onnxruntime", "scikit-learn", "skl2onnx", "fastml")
 
 
 def pytest_configure(config):
@@ -37,36 +36,6 @@ def pytest_configure(config):
     for dest, (flag, value) in SETTINGS.items():
         if hasattr(config.option, dest) and flag not in given:
             setattr(config.option, dest, value)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def package_versions() -> dict:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import importlib.metadata
 import json
 import math
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cores, cpu_model, package_versions  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PACKAGES = ("numpy", "onnxruntime", "scikit-learn", "fastml")
@@ -93,35 +94,6 @@ def _compare(rows: List[dict]) -> None:
 
 
 # ---------------------------------------------------------------------- environment
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _versions() -> Dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def header(data: dict) -> str:
     """Date of the run, CPU, cores, versions: as recorded by bench/conftest.py at run time, else now."""
     mi = data.get("machine_info") or {}
@@ -131,11 +103,11 @@ def header(data: dict) -> str:
     except ValueError:
         pass
     when = when or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cpu = mi.get("cpu_model") or (mi.get("cpu") or {}).get("brand_raw") or _cpu_model()
-    cores = mi.get("cores") or _cores()
-    versions = {**_versions(), **(mi.get("package_versions") or {})}
+    cpu = mi.get("cpu_model") or (mi.get("cpu") or {}).get("brand_raw") or cpu_model()
+    n_cores = mi.get("cores") or cores()
+    versions = {**package_versions(), **(mi.get("package_versions") or {})}
     vers = ", ".join(f"{k} {versions[k]}" for k in PACKAGES if k in versions)
-    return f"{when} · {cpu} · {cores} cores · {vers}"
+    return f"{when} · {cpu} · {n_cores} cores · {vers}"
 
 
 # ---------------------------------------------------------------------- formatting

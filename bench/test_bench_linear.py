@@ -85,8 +85,7 @@ def contenders(model, onnx_bytes) -> Dict[str, Contender]:
     out["fastml onnxruntime"] = Contender("fastml onnxruntime", p.n_threads, p.predict_proba, lambda X: (X,))
     p = fastml.Predictor(est).warmup()
     out["fastml auto"] = Contender("fastml auto", p.n_threads, p.predict_proba, lambda X: (X,),
-                                   # the backend auto routes this batch size to (no public accessor)
-                                   backend=lambda X, p=p: p._pick(X).name)
+                                   backend=lambda X, p=p: p.backend_for(X.shape[0]))
     return out
 
 

@@ -23,7 +23,7 @@ Semantics follow scikit-learn, which is what users compare against:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 import numpy as np

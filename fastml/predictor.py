@@ -18,6 +18,7 @@ import numpy as np
 
 from . import ir
 from .backends import get_backend
+from .kernels import available_threads
 from .errors import (BackendUnavailableError, FastMLError, InvalidModelError, InvalidOptionError,
                      MethodUnavailableError, UnsupportedModelError)
 
@@ -27,13 +28,6 @@ log = logging.getLogger("fastml")
 #: nearest to its row count on a log scale.
 AUTO_SIZES = (1, 128, 4096)
 AUTO_BOUNDS = (12, 724)  # geometric midpoints of AUTO_SIZES
-
-
-def available_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _load_onnx(model):

@@ -37,8 +37,9 @@ cdef enum:
 SCORES, SOFTMAX, LOGISTIC_BINARY, LOGISTIC_OVR = K_SCORES, K_SOFTMAX, K_LOGISTIC_BINARY, K_LOGISTIC_OVR
 MHUBER_BINARY, MHUBER_OVR, ARGMAX = K_MHUBER_BINARY, K_MHUBER_OVR, K_ARGMAX
 
-DEF BLOCK = 128          # rows per task
-DEF PARALLEL_MIN = 2048  # fewer rows run inline on the calling thread
+cdef enum:
+    BLOCK = 128          # rows per task
+    PARALLEL_MIN = 2048  # fewer rows run inline on the calling thread
 
 
 cdef class LinearKernel:
