@@ -4,6 +4,7 @@
 ``to_onnx(estimator)`` writes ONNX through skl2onnx.
 """
 from .sklearn_import import import_model
+from . import sklearn_trees  # noqa: F401  (registers the tree frontends)
 from .onnx_export import to_onnx
 
 

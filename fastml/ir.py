@@ -158,8 +158,268 @@ class Linear:
         return self
 
 
+# --------------------------------------------------------------------------- tree ensembles
+
+#: how a split node sends a row left (``TreeEnsemble.split``)
+SPLIT_LEQ, SPLIT_LT, SPLIT_MEMBER = 0, 1, 2
+COMPARES = ("float32", "float64")
+TREE_POSTS = ("none", "proba", "logistic", "softmax", "isolation")
+PREDICT_RULES = ("value", "argmax", "argmax_proba", "ge0", "gt0", "isolation")
+
+
+def _ints_array(name: str, value, ndim: int, owner: str, dtype=np.int32) -> np.ndarray:
+    a = np.asarray(value)
+    if a.ndim != ndim:
+        raise InvalidModelError(f"{owner}: {name} must be {ndim}-D, got shape {a.shape}")
+    if a.dtype.kind not in "iu":
+        raise InvalidModelError(f"{owner}: {name} must hold integers, got {a.dtype}")
+    return a
+
+
+@dataclass(frozen=True)
+class TreeEnsemble:
+    """A forest or boosted ensemble of binary decision trees.
+
+    Nodes of all trees are concatenated into flat arrays; tree ``t`` owns
+    nodes ``tree_offsets[t] : tree_offsets[t + 1]`` and its root is the first
+    of them. ``left`` / ``right`` are indices *local to the tree* (the source's
+    own node numbering, which ``apply`` returns), ``-1`` at leaves.
+
+    A split node tests ``x = X[row, feature]``:
+
+    * ``split == SPLIT_LEQ`` (default): go left iff ``x <= threshold``
+    * ``split == SPLIT_LT``: go left iff ``x < threshold``
+    * ``split == SPLIT_MEMBER``: go left iff ``x`` is a category in the node's
+      set: bits ``cat_bits[cat_offset : cat_offset + cat_nwords]`` (uint32
+      words, bit ``c % 32`` of word ``c // 32`` for category ``c``). With
+      ``cat_exact`` only an integral ``x`` is a category (ONNX's equality);
+      otherwise ``x`` is truncated toward zero first (LightGBM). Negative and
+      too large values are in no set.
+
+    NaN goes left iff ``missing_left``. ``compare`` is the precision of the
+    comparison: ``"float32"`` rounds ``x`` to float32 first, as scikit-learn's
+    trees and XGBoost do (their float64 thresholds then decide exactly like
+    float32 ones); ``"float64"`` compares ``x`` as given (LightGBM, ONNX
+    Runtime, HistGradientBoosting).
+
+    A leaf contributes ``value[node]`` (row of width ``W``): either ``W ==
+    n_targets`` (vector leaves), or ``W == 1`` and the tree adds to output
+    column ``tree_target[t]``. ``raw = base_score + sum over trees`` in tree
+    order, in float64, divided by the number of trees when ``average``.
+
+    ``post`` turns ``raw`` into probabilities (classifiers) or scores:
+    ``"none"``, ``"proba"`` (raw already is the class distribution: forests),
+    ``"logistic"`` (one column: ``[1 - s, s]``, ``s = 1 / (1 + exp(-raw))``;
+    several: one sigmoid per column), ``"softmax"``, ``"isolation"``
+    (IsolationForest: ``score_samples = -2 ** (-raw / post_params[0])`` and
+    ``decision_function = score_samples - post_params[1]``).
+    ``predict_rule`` says how a label is chosen: ``"value"`` (regressor: raw),
+    ``"argmax"`` (first argmax of raw), ``"argmax_proba"`` (first argmax of
+    the probabilities), ``"ge0"`` / ``"gt0"`` (one raw column compared with 0),
+    ``"isolation"`` (``1`` if ``decision_function >= 0`` else ``-1``).
+    """
+
+    n_features: int
+    tree_offsets: np.ndarray          # (n_trees + 1,) int64
+    feature: np.ndarray               # (n_nodes,) int32, -1 at leaves
+    threshold: np.ndarray             # (n_nodes,) float64 (NaN allowed at leaves only)
+    left: np.ndarray                  # (n_nodes,) int32, tree-local, -1 at leaves
+    right: np.ndarray                 # (n_nodes,) int32
+    missing_left: np.ndarray          # (n_nodes,) bool
+    value: np.ndarray                 # (n_nodes, W) float64; rows of split nodes are ignored
+    n_targets: int = 1
+    tree_target: Optional[np.ndarray] = None  # (n_trees,) int32, when W == 1 < n_targets
+    base_score: Optional[np.ndarray] = None   # (n_targets,) float64, zeros if None
+    average: bool = False
+    split: Optional[np.ndarray] = None        # (n_nodes,) uint8, all SPLIT_LEQ if None
+    cat_offset: Optional[np.ndarray] = None   # (n_nodes,) int64, at SPLIT_MEMBER nodes
+    cat_nwords: Optional[np.ndarray] = None   # (n_nodes,) int32
+    cat_bits: Optional[np.ndarray] = None     # (n_words,) uint32
+    cat_exact: bool = False
+    compare: str = "float32"
+    is_classifier: bool = False
+    classes: Optional[np.ndarray] = None
+    post: str = "none"
+    post_params: Tuple[float, ...] = ()
+    predict_rule: str = "value"
+    flat: bool = False                # regressor: predict returns 1-D
+    allow_nan: bool = True            # the source accepts NaN in X
+    allow_inf: bool = True            # the source accepts +-inf in X
+    name: str = "TreeEnsemble"
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.tree_offsets.shape[0]) - 1
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.feature.shape[0])
+
+    def tree_nodes(self, t: int) -> slice:
+        return slice(int(self.tree_offsets[t]), int(self.tree_offsets[t + 1]))
+
+    def _bad(self, what: str, t: Optional[int] = None, node: Optional[int] = None) -> InvalidModelError:
+        where = self.name
+        if t is not None:
+            where += f": tree {t}"
+            if node is not None:
+                where += f" node {node}"
+        return InvalidModelError(f"{where}: {what}")
+
+    def validate(self) -> "TreeEnsemble":  # noqa: C901 - one check per rule, in order
+        owner = self.name
+        if int(self.n_features) < 1:
+            raise self._bad(f"n_features must be >= 1, got {self.n_features}")
+        off = _ints_array("tree_offsets", self.tree_offsets, 1, owner)
+        if off.shape[0] < 2:
+            raise self._bad("an ensemble needs at least one tree")
+        n = None
+        arrays = {}
+        for nm in ("feature", "left", "right"):
+            a = _ints_array(nm, getattr(self, nm), 1, owner)
+            if n is not None and a.shape[0] != n:
+                raise self._bad(f"{nm} has {a.shape[0]} entries, expected {n} (one per node)")
+            n = a.shape[0]
+            arrays[nm] = a.astype(np.int64)
+        thr = np.asarray(self.threshold)
+        ml = np.asarray(self.missing_left)
+        if thr.shape != (n,) or thr.dtype != np.float64:
+            raise self._bad(f"threshold must be float64 of shape ({n},), got {thr.dtype} {thr.shape}")
+        if ml.shape != (n,) or ml.dtype != np.bool_:
+            raise self._bad(f"missing_left must be bool of shape ({n},), got {ml.dtype} {ml.shape}")
+        val = np.asarray(self.value)
+        if val.ndim != 2 or val.shape[0] != n or val.shape[1] < 1 or val.dtype != np.float64:
+            raise self._bad(f"value must be float64 of shape ({n}, W), got {val.dtype} {val.shape}")
+        if off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 1):
+            raise self._bad(f"tree_offsets must rise strictly from 0 to the node count {n}")
+        nt = int(self.n_targets)
+        if nt < 1:
+            raise self._bad(f"n_targets must be >= 1, got {nt}")
+        W = val.shape[1]
+        if W not in (1, nt):
+            raise self._bad(f"leaf values have width {W}; expected 1 or n_targets={nt}")
+        n_trees = off.shape[0] - 1
+        if W == 1 and nt > 1:
+            if self.tree_target is None:
+                raise self._bad("scalar leaves with several targets need tree_target")
+            tt = _ints_array("tree_target", self.tree_target, 1, owner)
+            if tt.shape[0] != n_trees:
+                raise self._bad(f"tree_target has {tt.shape[0]} entries for {n_trees} trees")
+            bad = np.flatnonzero((tt < 0) | (tt >= nt))
+            if bad.size:
+                raise self._bad(f"target id {int(tt[bad[0]])} out of range [0, {nt})", int(bad[0]))
+        elif self.tree_target is not None:
+            raise self._bad("tree_target applies only to scalar leaves with several targets")
+        if self.base_score is not None:
+            b = _array("base_score", self.base_score, 1, owner)
+            if b.shape[0] != nt:
+                raise self._bad(f"base_score has {b.shape[0]} values, expected n_targets={nt}")
+        split = None
+        if self.split is not None:
+            split = _ints_array("split", self.split, 1, owner)
+            if split.shape[0] != n:
+                raise self._bad(f"split has {split.shape[0]} entries, expected {n}")
+        feat, left, right = arrays["feature"], arrays["left"], arrays["right"]
+        is_leaf = left < 0
+        # per-node checks, vectorised; the first offender is named
+        tree_of = np.repeat(np.arange(n_trees), np.diff(off))
+        local = np.arange(n) - off[tree_of]
+        size = np.diff(off)[tree_of]
+
+        def first(mask, what):
+            bad = np.flatnonzero(mask)
+            if bad.size:
+                i = int(bad[0])
+                raise self._bad(what(i), int(tree_of[i]), int(local[i]))
+
+        first(is_leaf & (right != -1), lambda i: f"a leaf (left = -1) must have right = -1, got {right[i]}")
+        first(~is_leaf & ((left >= size) | (right < 0) | (right >= size)),
+              lambda i: f"child out of range: left {left[i]}, right {right[i]} in a tree of {size[i]} nodes")
+        first(~is_leaf & ((feat < 0) | (feat >= self.n_features)),
+              lambda i: f"feature id {feat[i]} out of range [0, {self.n_features})")
+        first(~is_leaf & (left == right), lambda i: f"both children are node {left[i]}")
+        if split is not None:
+            first(~is_leaf & (split > SPLIT_MEMBER), lambda i: f"unknown split kind {split[i]}")
+            member = ~is_leaf & (split == SPLIT_MEMBER)
+        else:
+            member = np.zeros(n, dtype=bool)
+        first(~is_leaf & ~member & np.isnan(thr), lambda i: "threshold is NaN")
+        first(is_leaf & ~np.all(np.isfinite(val), axis=1), lambda i: "leaf value is NaN or infinite")
+        if member.any():
+            if self.cat_offset is None or self.cat_nwords is None or self.cat_bits is None:
+                raise self._bad("set-membership splits need cat_offset, cat_nwords and cat_bits")
+            co = _ints_array("cat_offset", self.cat_offset, 1, owner).astype(np.int64)
+            cw = _ints_array("cat_nwords", self.cat_nwords, 1, owner).astype(np.int64)
+            bits = np.asarray(self.cat_bits)
+            if bits.ndim != 1 or bits.dtype != np.uint32:
+                raise self._bad(f"cat_bits must be 1-D uint32, got {bits.dtype} {bits.shape}")
+            if co.shape[0] != n or cw.shape[0] != n:
+                raise self._bad("cat_offset and cat_nwords need one entry per node")
+            first(member & ((co < 0) | (cw < 1) | (co + cw > bits.shape[0])),
+                  lambda i: f"category set [{co[i]}, {co[i] + cw[i]}) outside cat_bits of {bits.shape[0]} words")
+        # every node of a tree is reached exactly once from its root: no cycles,
+        # no shared children, nothing unreachable
+        parents = np.zeros(n, dtype=np.int64)
+        internal = np.flatnonzero(~is_leaf)
+        np.add.at(parents, off[tree_of[internal]] + left[internal], 1)
+        np.add.at(parents, off[tree_of[internal]] + right[internal], 1)
+        roots = off[:-1]
+        first(np.isin(np.arange(n), roots) & (parents > 0), lambda i: "the root is some node's child (a cycle)")
+        first(~np.isin(np.arange(n), roots) & (parents > 1), lambda i: f"node is the child of {parents[i]} nodes")
+        first(~np.isin(np.arange(n), roots) & (parents == 0), lambda i: "node is unreachable from the root")
+        # with one parent per non-root node and no parent for roots, a tree of
+        # k nodes has k - 1 edges; it is a tree iff every node is reachable,
+        # which holds iff there is no cycle: walk down from the roots to check.
+        seen = np.zeros(n, dtype=bool)
+        frontier = roots.copy()
+        while frontier.size:
+            seen[frontier] = True
+            frontier = frontier[~is_leaf[frontier]]
+            base = off[tree_of[frontier]]
+            frontier = np.concatenate([base + left[frontier], base + right[frontier]])
+            if frontier.size and seen[frontier].any():
+                i = int(frontier[seen[frontier]][0])
+                raise self._bad("node is reached twice (a cycle)", int(tree_of[i]), int(local[i]))
+        first(~seen, lambda i: "node is unreachable from the root (a cycle)")
+
+        if self.compare not in COMPARES:
+            raise self._bad(f"unknown compare {self.compare!r}, expected one of {COMPARES}")
+        if self.post not in TREE_POSTS:
+            raise self._bad(f"unknown post {self.post!r}, expected one of {TREE_POSTS}")
+        if self.predict_rule not in PREDICT_RULES:
+            raise self._bad(f"unknown predict_rule {self.predict_rule!r}, expected one of {PREDICT_RULES}")
+        if self.post == "isolation" and len(self.post_params) != 2:
+            raise self._bad("post 'isolation' needs post_params (denominator, offset)")
+        if self.is_classifier:
+            if self.classes is None:
+                raise self._bad("a classifier needs classes")
+            classes = np.asarray(self.classes)
+            k = classes.shape[0] if classes.ndim == 1 else 0
+            if k < 2 or len(np.unique(classes)) != k:
+                raise self._bad(f"classes must be 1-D, unique and at least 2, got {classes!r}")
+            one = self.predict_rule in ("ge0", "gt0") or (self.post == "logistic" and nt == 1)
+            if nt != (1 if one else k):
+                raise self._bad(f"{k} classes with rule {self.predict_rule!r} and post {self.post!r} "
+                                f"need {1 if one else k} output columns, got n_targets={nt}")
+            if self.predict_rule in ("value", "isolation"):
+                raise self._bad(f"predict_rule {self.predict_rule!r} is for regressors")
+            if self.post == "none" and self.predict_rule == "argmax_proba":
+                raise self._bad("predict_rule 'argmax_proba' needs probabilities (post)")
+            _frozen(classes)
+        else:
+            if self.classes is not None or self.post in ("proba", "logistic", "softmax"):
+                raise self._bad("a regressor has no classes or probabilities")
+            if self.predict_rule not in ("value", "isolation"):
+                raise self._bad(f"predict_rule {self.predict_rule!r} is for classifiers")
+            if self.flat and nt != 1:
+                raise self._bad("a flat (1-D) regressor has exactly one target")
+        for a in (off, thr, ml, val, self.feature, self.left, self.right):
+            _frozen(np.asarray(a))
+        return self
+
+
 Step = Union[Scaler, Normalizer]
-Estimator = Linear
+Estimator = Union[Linear, TreeEnsemble]
 
 
 @dataclass(frozen=True)
@@ -198,7 +458,7 @@ class Pipeline:
         return self
 
 
-Model = Union[Linear, Pipeline]
+Model = Union[Linear, TreeEnsemble, Pipeline]
 
 
 def as_pipeline(model: Model) -> Pipeline:
