@@ -123,6 +123,15 @@ class Linear:
     def n_targets(self) -> int:
         return int(self.coef.shape[0])
 
+    def methods(self) -> frozenset:
+        """The scikit-learn methods this model has."""
+        m = {"predict"}
+        if self.is_classifier:
+            m.add("decision_function")
+            if self.proba != "none":
+                m.add("predict_proba")
+        return frozenset(m)
+
     def validate(self) -> "Linear":
         coef = _array("coef", self.coef, 2, self.name)
         b = _array("intercept", self.intercept, 1, self.name)
@@ -254,6 +263,17 @@ class TreeEnsemble:
     @property
     def n_nodes(self) -> int:
         return int(self.feature.shape[0])
+
+    def methods(self) -> frozenset:
+        """The scikit-learn methods this model has."""
+        m = {"predict", "apply"}
+        if self.post in ("proba", "logistic", "softmax"):
+            m.add("predict_proba")
+        if self.post == "isolation":
+            m.update(("decision_function", "score_samples"))
+        elif self.is_classifier and self.post != "proba":
+            m.add("decision_function")
+        return frozenset(m)
 
     def tree_nodes(self, t: int) -> slice:
         return slice(int(self.tree_offsets[t]), int(self.tree_offsets[t + 1]))

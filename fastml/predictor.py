@@ -107,7 +107,7 @@ class Predictor:
         self._estimator = self._onnx = None
         self.ir: Optional[ir.Model] = None
         import_error: Optional[FastMLError] = None
-        if isinstance(model, (ir.Linear, ir.Pipeline)):
+        if isinstance(model, (ir.Linear, ir.TreeEnsemble, ir.Pipeline)):
             self.ir = model.validate()
         elif _is_onnx_source(model):
             self._onnx = _load_onnx(model)
@@ -199,14 +199,17 @@ class Predictor:
         return self._route[(n >= AUTO_BOUNDS[0]) + (n >= AUTO_BOUNDS[1])]
 
     def _has(self, method: str) -> bool:
-        est = ir.as_pipeline(self.ir).estimator if self.ir is not None else None
-        if est is None:
+        if self.ir is None:
             return method == "predict"
-        if method == "predict_proba":
-            return est.is_classifier and est.proba != "none"
-        if method == "decision_function":
-            return est.is_classifier
-        return True
+        return method in ir.as_pipeline(self.ir).estimator.methods()
+
+    def _call(self, method: str, X):
+        # a model known only as an ONNX graph: the onnxruntime backend decides
+        if self.ir is not None and not self._has(method):
+            est = ir.as_pipeline(self.ir).estimator
+            what = " is a regressor and" if method == "decision_function" and not est.is_classifier else ""
+            raise MethodUnavailableError(f"{est.name}{what} has no {method}")
+        return getattr(self._pick(X), method)(X)
 
     # ------------------------------------------------------------------ scikit-learn API
     def predict(self, X) -> np.ndarray:
@@ -215,11 +218,24 @@ class Predictor:
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), float64."""
-        return self._pick(X).predict_proba(X)
+        return self._call("predict_proba", X)
 
     def decision_function(self, X) -> np.ndarray:
         """Decision scores: (n_samples,) for binary classifiers, else (n_samples, n_classes)."""
-        return self._pick(X).decision_function(X)
+        return self._call("decision_function", X)
+
+    def score_samples(self, X) -> np.ndarray:
+        """Anomaly scores of an IsolationForest (lower is more abnormal), shape (n_samples,)."""
+        return self._call("score_samples", X)
+
+    def apply(self, X) -> np.ndarray:
+        """Index of the leaf each row reaches in each tree, shape (n_samples, n_trees), like
+        scikit-learn's ``apply`` (node ids are the source's own). Runs on the native backend."""
+        if "native" not in self._backends:
+            raise MethodUnavailableError("apply needs the native backend, which cannot run this model")
+        if not self._has("apply"):
+            raise MethodUnavailableError(f"{ir.as_pipeline(self.ir).name} has no apply")
+        return self._backends["native"].apply(X)
 
     @property
     def classes_(self) -> np.ndarray:

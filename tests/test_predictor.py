@@ -266,11 +266,11 @@ def _unsupported():
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler
-    from sklearn.tree import DecisionTreeClassifier
+    from sklearn.neighbors import KNeighborsClassifier
 
     X, y = iris()
     return {
-        "DecisionTreeClassifier": DecisionTreeClassifier().fit(X, y),
+        "KNeighborsClassifier": KNeighborsClassifier().fit(X, y),
         "PCA": make_pipeline(PCA(2), LogisticRegression()).fit(X, y),
         r"MinMaxScaler\(clip=True\)": make_pipeline(MinMaxScaler(clip=True), LogisticRegression()).fit(X, y),
         "object": object(),
@@ -379,7 +379,7 @@ def _error_cases():
         "unknown backend": (lambda: Predictor(est(), backend="tpu"), (ValueError,), None),
         "unknown device": (lambda: Predictor(est(), device="gpu"), (ValueError,), None),
         "unfitted": (lambda: Predictor(_unfitted()["LogisticRegression"]), (ValueError, AttributeError), None),
-        "unsupported": (lambda: Predictor(_unsupported()["DecisionTreeClassifier"]), (TypeError,), None),
+        "unsupported": (lambda: Predictor(_unsupported()["KNeighborsClassifier"]), (TypeError,), None),
         "pickle": (lambda: Predictor("model.pkl"), (TypeError,), None),
         "garbage": (lambda: Predictor(b"\x00garbage\xff"), (ValueError,), None),
         "missing file": (lambda: Predictor("/nonexistent/model.onnx"), (ValueError,), None),
