@@ -206,7 +206,8 @@ class TreeEnsemble:
       too large values are in no set.
 
     NaN goes left iff ``missing_left``. ``compare`` is the precision of the
-    comparison: ``"float32"`` rounds ``x`` to float32 first, as scikit-learn's
+    comparison: ``"float32"`` rounds ``x`` to float32 first (for every kind of
+    split), as scikit-learn's
     trees and XGBoost do (their float64 thresholds then decide exactly like
     float32 ones); ``"float64"`` compares ``x`` as given (LightGBM, ONNX
     Runtime, HistGradientBoosting).

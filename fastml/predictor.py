@@ -123,6 +123,7 @@ class Predictor:
             self.ir = import_model(model)
             self._estimator = model
 
+        self._methods = ir.as_pipeline(self.ir).estimator.methods() if self.ir is not None else frozenset()
         wanted: List[str]
         if backend != "auto":
             wanted = [backend]
@@ -201,7 +202,7 @@ class Predictor:
     def _has(self, method: str) -> bool:
         if self.ir is None:
             return method == "predict"
-        return method in ir.as_pipeline(self.ir).estimator.methods()
+        return method in self._methods
 
     def _call(self, method: str, X):
         # a model known only as an ONNX graph: the onnxruntime backend decides

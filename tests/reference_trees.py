@@ -50,11 +50,12 @@ def _member(est: TreeEnsemble, node: int, x: float) -> bool:
 def _goes_left(est: TreeEnsemble, node: int, x: float) -> bool:
     if np.isnan(x):
         return bool(est.missing_left[node])
+    if est.compare == "float32":  # round to nearest float32, then decide exactly in float64
+        with np.errstate(over="ignore"):
+            x = float(np.float32(x))
     kind = SPLIT_LEQ if est.split is None else int(est.split[node])
     if kind == SPLIT_MEMBER:
         return _member(est, node, x)
-    if est.compare == "float32":
-        x = float(np.float32(x))  # round to nearest float32, then compare exactly in float64
     t = float(est.threshold[node])
     return x <= t if kind == SPLIT_LEQ else x < t if kind == SPLIT_LT else _unknown(kind)
 

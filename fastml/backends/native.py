@@ -2,7 +2,8 @@
 
 Preprocessing steps run as the same numpy operations scikit-learn performs, in
 the same order and dtype (so a float32 pipeline rounds exactly where
-scikit-learn rounds); the estimator runs on a compiled kernel.
+scikit-learn rounds); the estimator runs on a compiled kernel. One class per
+model family (``RUNNERS``); they share input checking and the steps.
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import numpy as np
 
 from .. import ir
 from .._validation import check_input, nonfinite_error
-from ..errors import MethodUnavailableError, UnsupportedModelError
+from ..errors import InputError, MethodUnavailableError, UnsupportedModelError
 from ..kernels import _linear
 from . import register
+from ._tree_plan import build_plan
 
 Step = Callable[[np.ndarray], np.ndarray]
 
@@ -74,24 +76,42 @@ _PROBA_KIND = {
 }
 
 
-@register("native")
-class NativeBackend:
-    """Runs a linear model (optionally behind preprocessing steps) on fastml's kernels."""
+class _Native:
+    """What every family shares: the pipeline's steps and the slow input path."""
 
     name = "native"
 
-    def __init__(self, model: ir.Model, *, n_threads: int, max_rows: int | None = None, **_):
+    def __init__(self, model: ir.Model, *, n_threads: int, max_rows: int | None = None):
         pipe = ir.as_pipeline(model)
-        est = pipe.estimator
-        if not isinstance(est, ir.Linear):
-            raise UnsupportedModelError(f"the native backend cannot run {type(est).__name__} yet")
         self.model = model
-        self._owner = est.name
+        self._owner = pipe.estimator.name
         self._steps: List[Step] = [STEP_COMPILERS[type(s)](s) for s in pipe.steps]
-        self._k = _linear.LinearKernel(est.coef, est.intercept)
         self._nf = pipe.n_features
         self._nt = max(1, int(n_threads))
         self._max_rows = max_rows
+        self._direct = not self._steps and max_rows is None
+
+    def _prepare(self, X):
+        """(X checked, X after the steps): the second is a copy when there are steps."""
+        X = Z = check_input(X, self._nf, self._owner, max_rows=self._max_rows)
+        if self._steps:
+            Z = X.copy()  # never write into the caller's array
+            for step in self._steps:
+                Z = step(Z)
+        return X, Z
+
+    @staticmethod
+    def _rows(X) -> int:
+        return X.shape[0] if type(X) is np.ndarray and X.ndim == 2 else 0
+
+
+class LinearNative(_Native):
+    """A linear model (optionally behind preprocessing steps) on the linear kernel."""
+
+    def __init__(self, model: ir.Model, *, n_threads: int, max_rows: int | None = None):
+        super().__init__(model, n_threads=n_threads, max_rows=max_rows)
+        est = ir.as_pipeline(model).estimator
+        self._k = _linear.LinearKernel(est.coef, est.intercept)
         self._classes = est.classes
         binary = est.is_classifier and est.n_targets == 1
         self._score_cols = est.n_targets
@@ -102,7 +122,6 @@ class NativeBackend:
             raise UnsupportedModelError(f"the native backend has no kernel for {est.proba!r} "
                                         f"probabilities of a {'binary' if binary else 'multiclass'} model")
         self._proba_cols = 2 if binary else est.n_targets
-        self._direct = not self._steps and max_rows is None
         self.info = {"kernel": "linear (float64 accumulation)", "n_threads": self._nt}
 
     # ------------------------------------------------------------------ helpers
@@ -110,11 +129,7 @@ class NativeBackend:
         Z = X
         status = self._k.run(X, out, kind, self._nt) if self._direct and type(X) is np.ndarray else -1
         if status < 0:
-            X = Z = check_input(X, self._nf, self._owner, max_rows=self._max_rows)
-            if self._steps:
-                Z = X.copy()  # never write into the caller's array
-                for step in self._steps:
-                    Z = step(Z)
+            X, Z = self._prepare(X)
             if out.shape[0] != X.shape[0]:
                 out = np.empty((X.shape[0],) + out.shape[1:], dtype=out.dtype)
             status = self._k.run(Z, out, kind, self._nt)
@@ -127,10 +142,6 @@ class NativeBackend:
             if err is not None:
                 raise err
         return out
-
-    @staticmethod
-    def _rows(X) -> int:
-        return X.shape[0] if type(X) is np.ndarray and X.ndim == 2 else 0
 
     # ------------------------------------------------------------------ public
     def _scores(self, X):
@@ -153,3 +164,136 @@ class NativeBackend:
         if self._proba_kind is None:
             raise MethodUnavailableError(f"{self._owner} has no predict_proba")
         return self._run(X, np.empty((self._rows(X), self._proba_cols)), self._proba_kind)
+
+
+def _sigmoid_into(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-raw))`` written into ``out`` (scipy's expit, in numpy)."""
+    with np.errstate(over="ignore"):
+        np.negative(raw, out=out)
+        np.exp(out, out=out)
+        out += 1.0
+        np.reciprocal(out, out=out)
+    return out
+
+
+class ForestNative(_Native):
+    """A tree ensemble (optionally behind preprocessing steps) on the tree kernel."""
+
+    def __init__(self, model: ir.Model, *, n_threads: int, max_rows: int | None = None):
+        super().__init__(model, n_threads=n_threads, max_rows=max_rows)
+        est = ir.as_pipeline(model).estimator
+        self._est = est
+        self._plan = build_plan(est)
+        self._k = self._plan.kernel
+        self._T = est.n_targets
+        self._methods = est.methods()
+        self._classes = est.classes
+        self._scan = not (est.allow_nan and est.allow_inf)
+        self._cmp_dtype = np.dtype(np.float32) if est.compare == "float32" else None
+        self.info = {"kernel": f"trees: {est.n_trees} trees, {est.n_nodes} nodes, max depth "
+                               f"{self._plan.max_depth}, "
+                               + ("walk to leaf (deep trees)" if self._plan.max_depth > _LOCKSTEP_MAX
+                                  else "lockstep walks of 8 rows (batches) / 8 trees (single rows)"),
+                     "compare": est.compare, "n_threads": self._nt}
+
+    def _refusal(self, found: int, Z: np.ndarray):
+        est = self._est
+        if found & 1 and not est.allow_nan:
+            return InputError(f"{self._owner}: Input X contains NaN.")
+        if found & 2 and not est.allow_inf:
+            dtype = self._cmp_dtype or Z.dtype
+            return InputError(f"{self._owner}: Input X contains infinity or a value too large for "
+                              f"dtype('{dtype}').")
+        return None
+
+    def _raw(self, X, width: int, col: int = 0, leaves: bool = False):
+        """(X as run, raw scores in ``out[:, col:col+T]`` of an (n, width) array, leaves or None)."""
+        n = self._rows(X)
+        out = np.empty((n, width))
+        lv = np.empty((n, self._k.n_trees), dtype=np.int32) if leaves else None
+        status = self._k.run(X, out, col, lv, self._nt, self._scan) if self._direct else -1
+        if status < 0:
+            X, Z = self._prepare(X)
+            if out.shape[0] != X.shape[0]:
+                out = np.empty((X.shape[0], width))
+                lv = np.empty((X.shape[0], self._k.n_trees), dtype=np.int32) if leaves else None
+            status = self._k.run(Z, out, col, lv, self._nt, self._scan)
+        else:
+            Z = X
+        if status > 0:
+            err = self._refusal(status, Z)
+            if err is not None:
+                raise err
+            status = self._k.run(Z, out, col, lv, self._nt, False)
+        return out, lv
+
+    def _need(self, method: str) -> None:
+        if method not in self._methods:
+            what = " is a regressor and" if method == "decision_function" and not self._est.is_classifier else ""
+            raise MethodUnavailableError(f"{self._owner}{what} has no {method}")
+
+    # ------------------------------------------------------------------ public
+    def raw(self, X) -> np.ndarray:
+        """``base + sum of leaf values`` (averaged for forests): (n, n_targets)."""
+        return self._raw(X, self._T)[0]
+
+    def apply(self, X) -> np.ndarray:
+        _, lv = self._raw(X, self._T, leaves=True)
+        return self._plan.local_id.take(lv)
+
+    def predict_proba(self, X) -> np.ndarray:
+        self._need("predict_proba")
+        post = self._est.post
+        if post == "logistic" and self._T == 1:
+            out, _ = self._raw(X, 2, col=1)
+            p = _sigmoid_into(out[:, 1], out[:, 1])
+            np.subtract(1.0, p, out=out[:, 0])
+            return out
+        raw = self.raw(X)
+        if post == "logistic":
+            return _sigmoid_into(raw, raw)
+        if post == "softmax":
+            raw -= raw.max(axis=1, keepdims=True)
+            np.exp(raw, out=raw)
+            raw /= raw.sum(axis=1, keepdims=True)
+        return raw
+
+    def score_samples(self, X) -> np.ndarray:
+        self._need("score_samples")
+        raw = self.raw(X)[:, 0]
+        return -(2.0 ** (-(raw / self._est.post_params[0])))
+
+    def decision_function(self, X) -> np.ndarray:
+        self._need("decision_function")
+        if self._est.post == "isolation":
+            return self.score_samples(X) - self._est.post_params[1]
+        raw = self.raw(X)
+        return raw.reshape(-1) if self._T == 1 else raw
+
+    def predict(self, X) -> np.ndarray:
+        rule = self._est.predict_rule
+        if rule == "value":
+            raw = self.raw(X)
+            return raw.reshape(-1) if self._est.flat else raw
+        if rule == "isolation":
+            return np.where(self.decision_function(X) < 0, -1, 1)
+        if rule in ("ge0", "gt0"):
+            s = self.raw(X)[:, 0]
+            return self._classes.take((s >= 0) if rule == "ge0" else (s > 0))
+        scores = self.predict_proba(X) if rule == "argmax_proba" else self.raw(X)
+        return self._classes.take(scores.argmax(axis=1))
+
+
+_LOCKSTEP_MAX = 24  # fm_trees.h FM_LOCKSTEP_MAX
+
+RUNNERS = {ir.Linear: LinearNative, ir.TreeEnsemble: ForestNative}
+
+
+@register("native")
+def NativeBackend(model: ir.Model, *, n_threads: int, max_rows: int | None = None, **_):
+    """The native backend for ``model``: the runner of its estimator's family."""
+    est = ir.as_pipeline(model).estimator
+    runner = RUNNERS.get(type(est))
+    if runner is None:
+        raise UnsupportedModelError(f"the native backend cannot run {type(est).__name__} yet")
+    return runner(model, n_threads=n_threads, max_rows=max_rows)

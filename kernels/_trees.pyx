@@ -1,0 +1,172 @@
+"""Tree-ensemble kernel: raw scores (base + sum of leaf values, averaged if asked)
+and leaf indices, for float32 or float64 input.
+
+The loops live in ``src/fm_trees.h`` (its header comment explains the node
+layout, the lockstep walks and the loop order). This module holds the plan's
+arrays, splits batches into blocks of rows, runs blocks on OpenMP threads
+with the GIL released, and runs small batches inline with no thread start-up.
+The plan itself (node order, rounded thresholds) is built in Python by
+``fastml/backends/_tree_plan.py``.
+"""
+import numpy as np
+
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t, int64_t, uint32_t
+
+cnp.import_array()
+
+cdef extern from "fm_trees.h" nogil:
+    ctypedef struct fm_forest:
+        const void *nodes
+        const int32_t *root
+        const int32_t *depth
+        const int32_t *gdepth
+        const int32_t *target
+        const double *value
+        const double *base
+        const int64_t *cat_off
+        const int32_t *cat_nw
+        const uint32_t *cat_bits
+        Py_ssize_t n_trees, W, T
+        int average, cat_exact
+    void fm_forest_rows(const fm_forest *f, int domain, const void *X, Py_ssize_t rs,
+                        Py_ssize_t i0, Py_ssize_t i1, double *out, Py_ssize_t ld, int32_t *leaves)
+    int fm_forest_scan(int domain, const void *X, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t F)
+    int FM_G
+    int FM_GT
+
+cdef enum:
+    BLOCK = 256          # rows per task (a block of X stays in cache while every tree walks it)
+    PARALLEL_MIN = 64    # fewer rows run inline on the calling thread
+
+NODE32 = np.dtype([("fl", np.uint32), ("thr", np.float32), ("child", np.int32)])
+NODE64 = np.dtype([("fl", np.uint32), ("child", np.int32), ("thr", np.float64)])
+
+
+cdef inline const void *_ptr(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef class ForestKernel:
+    """A compiled tree ensemble.
+
+    ``run(X, out, col, leaves, n_threads, scan)`` writes raw scores of the rows
+    of ``X`` into ``out[:, col:col + T]`` (``out`` float64, unit column stride)
+    and, when ``leaves`` is given (int32, shape (n, n_trees)), the plan node id
+    each tree's walk ends on. It returns -1 when ``X`` is not in kernel layout
+    (2-D float32/float64, at least one row, ``n_features`` columns, unit column
+    stride): the caller converts X and calls again. Otherwise, with ``scan``,
+    it first looks at X and returns at once, computing nothing, if X holds
+    NaN (bit 0) or +-inf (bit 1) as the comparison sees it; it returns 0 when
+    the scores were written.
+    """
+
+    cdef fm_forest f32, f64
+    cdef readonly object nodes32, nodes64, root, depth, gdepth, target, value, base
+    cdef readonly object cat_off, cat_nw, cat_bits
+    cdef readonly Py_ssize_t n_features, n_trees, n_targets
+    cdef readonly bint compare64
+
+    def __init__(self, nodes32, nodes64, root, depth, target, value, base, *, n_features,
+                 average=False, cat_off=None, cat_nw=None, cat_bits=None, cat_exact=False):
+        c = np.ascontiguousarray
+        self.nodes32 = c(nodes32, dtype=NODE32)
+        self.nodes64 = None if nodes64 is None else c(nodes64, dtype=NODE64)
+        self.compare64 = nodes64 is not None
+        self.root = c(root, dtype=np.int32)
+        self.depth = c(depth, dtype=np.int32)
+        nt = self.root.shape[0]
+        pad = (-nt) % FM_GT
+        self.gdepth = c(np.concatenate([self.depth, np.zeros(pad, np.int32)]).reshape(-1, FM_GT).max(axis=1),
+                        dtype=np.int32)
+        self.target = None if target is None else c(target, dtype=np.int32)
+        self.value = c(value, dtype=np.float64)
+        self.base = c(base, dtype=np.float64)
+        self.cat_off = None if cat_off is None else c(cat_off, dtype=np.int64)
+        self.cat_nw = None if cat_nw is None else c(cat_nw, dtype=np.int32)
+        self.cat_bits = None if cat_bits is None else c(cat_bits, dtype=np.uint32)
+        self.n_features = int(n_features)
+        self.n_trees = nt
+        self.n_targets = self.base.shape[0]
+        n_nodes = self.nodes32.shape[0]
+        if (self.depth.shape[0] != nt or self.value.shape[0] != n_nodes or self.value.ndim != 2
+                or (self.nodes64 is not None and self.nodes64.shape[0] != n_nodes)
+                or (self.target is not None and self.target.shape[0] != nt)):
+            raise ValueError("ForestKernel: inconsistent plan arrays")
+        self._fill(&self.f32, self.nodes32, average, cat_exact)
+        self._fill(&self.f64, self.nodes64, average, cat_exact)
+
+    cdef void _fill(self, fm_forest *f, nodes, average, cat_exact):
+        f.nodes = _ptr(nodes)
+        f.root = <const int32_t *>_ptr(self.root)
+        f.depth = <const int32_t *>_ptr(self.depth)
+        f.gdepth = <const int32_t *>_ptr(self.gdepth)
+        f.target = <const int32_t *>_ptr(self.target)
+        f.value = <const double *>_ptr(self.value)
+        f.base = <const double *>_ptr(self.base)
+        f.cat_off = <const int64_t *>_ptr(self.cat_off)
+        f.cat_nw = <const int32_t *>_ptr(self.cat_nw)
+        f.cat_bits = <const uint32_t *>_ptr(self.cat_bits)
+        f.n_trees = self.n_trees
+        f.W = self.value.shape[1]
+        f.T = self.n_targets
+        f.average = bool(average)
+        f.cat_exact = bool(cat_exact)
+
+    def run(self, X, cnp.ndarray out, Py_ssize_t col=0, leaves=None, int n_threads=1, bint scan=False):
+        cdef cnp.ndarray x
+        if type(X) is not np.ndarray:
+            return -1
+        x = <cnp.ndarray>X
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            return -1
+        cdef int domain
+        cdef Py_ssize_t itemsize
+        if x.dtype == np.float32:
+            domain, itemsize = 0, 4
+        elif x.dtype == np.float64:
+            domain, itemsize = (2 if self.compare64 else 1), 8
+        else:
+            return -1
+        cdef Py_ssize_t n = x.shape[0]
+        if (x.strides[1] != itemsize and self.n_features > 1) or x.strides[0] % itemsize:
+            return -1
+        if out.dtype != np.float64 or out.ndim != 2 or out.shape[0] != n \
+                or out.shape[1] < col + self.n_targets or out.strides[1] != 8 or out.strides[0] % 8:
+            raise ValueError("ForestKernel.run: out must be float64 (n, >= col + n_targets) with unit column stride")
+        cdef int32_t *lv = NULL
+        if leaves is not None:
+            if (leaves.dtype != np.int32 or leaves.shape != (n, self.n_trees)
+                    or not leaves.flags.c_contiguous):
+                raise ValueError("ForestKernel.run: leaves must be C-contiguous int32 (n, n_trees)")
+            lv = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>leaves)
+        if n == 0:
+            return -1
+        cdef int found
+        if scan:
+            with nogil:
+                found = fm_forest_scan(domain, cnp.PyArray_DATA(x), x.strides[0] // itemsize, n, self.n_features)
+            if found:
+                return found
+        cdef const fm_forest *f = &self.f64 if domain == 2 else &self.f32
+        cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
+        cdef Py_ssize_t rs = x.strides[0] // itemsize
+        cdef double *op = <double *>cnp.PyArray_DATA(out) + col
+        cdef Py_ssize_t ld = out.strides[0] // 8
+        cdef Py_ssize_t nb, b, i0, i1, block
+        cdef int nt = max(1, n_threads)
+        if n < PARALLEL_MIN or nt == 1:
+            with nogil:
+                i0 = 0
+                while i0 < n:
+                    i1 = min(n, i0 + BLOCK)
+                    fm_forest_rows(f, domain, xp, rs, i0, i1, op, ld, lv)
+                    i0 = i1
+            return 0
+        # at least a few blocks per thread so that dynamic scheduling balances them
+        block = min(<Py_ssize_t>BLOCK, max(<Py_ssize_t>FM_G, (n + 4 * nt - 1) // (4 * nt)))
+        nb = (n + block - 1) // block
+        for b in prange(nb, nogil=True, num_threads=nt, schedule="dynamic"):
+            fm_forest_rows(f, domain, xp, rs, b * block, min(n, (b + 1) * block), op, ld, lv)
+        return 0
