@@ -28,18 +28,21 @@ cdef extern from "fm_trees.h" nogil:
         const int64_t *cat_off
         const int32_t *cat_nw
         const uint32_t *cat_bits
-        Py_ssize_t n_trees, W, T
-        int average, cat_exact
+        Py_ssize_t n_trees, W, T, n_nodes
+        int average, cat_exact, max_depth
     void fm_forest_rows(const fm_forest *f, int domain, const void *X, Py_ssize_t rs,
                         Py_ssize_t i0, Py_ssize_t i1, double *out, Py_ssize_t ld, int32_t *leaves)
+    void fm_forest_post(int kind, double *out, Py_ssize_t ld, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t T)
     int fm_forest_scan(int domain, const void *X, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t F)
     int FM_G
     int FM_GT
 
 cdef enum:
-    BLOCK = 256          # rows per task (a block of X stays in cache while every tree walks it)
+    BLOCK = 64           # rows per task (a block of X stays in cache while every tree walks it)
     PARALLEL_MIN = 64    # fewer rows run inline on the calling thread
 
+#: probability transforms ``run`` can apply (fm_trees.h)
+POST_NONE, POST_LOGISTIC2, POST_SIGMOID, POST_SOFTMAX = 0, 1, 2, 3
 NODE32 = np.dtype([("fl", np.uint32), ("thr", np.float32), ("child", np.int32)])
 NODE64 = np.dtype([("fl", np.uint32), ("child", np.int32), ("thr", np.float64)])
 
@@ -109,12 +112,15 @@ cdef class ForestKernel:
         f.cat_nw = <const int32_t *>_ptr(self.cat_nw)
         f.cat_bits = <const uint32_t *>_ptr(self.cat_bits)
         f.n_trees = self.n_trees
+        f.n_nodes = self.value.shape[0]
+        f.max_depth = int(self.depth.max())
         f.W = self.value.shape[1]
         f.T = self.n_targets
         f.average = bool(average)
         f.cat_exact = bool(cat_exact)
 
-    def run(self, X, cnp.ndarray out, Py_ssize_t col=0, leaves=None, int n_threads=1, bint scan=False):
+    def run(self, X, cnp.ndarray out, Py_ssize_t col=0, leaves=None, int n_threads=1, bint scan=False,
+            int post=0):
         cdef cnp.ndarray x
         if type(X) is not np.ndarray:
             return -1
@@ -154,6 +160,10 @@ cdef class ForestKernel:
         cdef Py_ssize_t rs = x.strides[0] // itemsize
         cdef double *op = <double *>cnp.PyArray_DATA(out) + col
         cdef Py_ssize_t ld = out.strides[0] // 8
+        # the transform sees whole rows: LOGISTIC2 spans columns 0-1, the others col..col+T
+        cdef double *pp = <double *>cnp.PyArray_DATA(out) + (0 if post == POST_LOGISTIC2 else col)
+        if post == POST_LOGISTIC2 and (col != 1 or self.n_targets != 1):
+            raise ValueError("ForestKernel.run: POST_LOGISTIC2 needs one target written at col=1")
         cdef Py_ssize_t nb, b, i0, i1, block
         cdef int nt = max(1, n_threads)
         if n < PARALLEL_MIN or nt == 1:
@@ -162,6 +172,8 @@ cdef class ForestKernel:
                 while i0 < n:
                     i1 = min(n, i0 + BLOCK)
                     fm_forest_rows(f, domain, xp, rs, i0, i1, op, ld, lv)
+                    if post:
+                        fm_forest_post(post, pp, ld, i0, i1, self.n_targets)
                     i0 = i1
             return 0
         # at least a few blocks per thread so that dynamic scheduling balances them
@@ -169,4 +181,6 @@ cdef class ForestKernel:
         nb = (n + block - 1) // block
         for b in prange(nb, nogil=True, num_threads=nt, schedule="dynamic"):
             fm_forest_rows(f, domain, xp, rs, b * block, min(n, (b + 1) * block), op, ld, lv)
+            if post:
+                fm_forest_post(post, pp, ld, b * block, min(n, (b + 1) * block), self.n_targets)
         return 0

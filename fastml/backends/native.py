@@ -14,7 +14,7 @@ import numpy as np
 from .. import ir
 from .._validation import check_input, nonfinite_error
 from ..errors import InputError, MethodUnavailableError, UnsupportedModelError
-from ..kernels import _linear
+from ..kernels import _linear, _trees
 from . import register
 from ._tree_plan import build_plan
 
@@ -166,14 +166,7 @@ class LinearNative(_Native):
         return self._run(X, np.empty((self._rows(X), self._proba_cols)), self._proba_kind)
 
 
-def _sigmoid_into(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``1 / (1 + exp(-raw))`` written into ``out`` (scipy's expit, in numpy)."""
-    with np.errstate(over="ignore"):
-        np.negative(raw, out=out)
-        np.exp(out, out=out)
-        out += 1.0
-        np.reciprocal(out, out=out)
-    return out
+_POSTS = {"proba": _trees.POST_NONE, "logistic": _trees.POST_SIGMOID, "softmax": _trees.POST_SOFTMAX}
 
 
 class ForestNative(_Native):
@@ -206,25 +199,26 @@ class ForestNative(_Native):
                               f"dtype('{dtype}').")
         return None
 
-    def _raw(self, X, width: int, col: int = 0, leaves: bool = False):
-        """(X as run, raw scores in ``out[:, col:col+T]`` of an (n, width) array, leaves or None)."""
+    def _raw(self, X, width: int, col: int = 0, leaves: bool = False, post: int = 0):
+        """(raw scores, or probabilities with ``post``, in ``out[:, col:col+T]`` of an (n, width)
+        array; leaves or None)."""
         n = self._rows(X)
         out = np.empty((n, width))
         lv = np.empty((n, self._k.n_trees), dtype=np.int32) if leaves else None
-        status = self._k.run(X, out, col, lv, self._nt, self._scan) if self._direct else -1
+        status = self._k.run(X, out, col, lv, self._nt, self._scan, post) if self._direct else -1
         if status < 0:
             X, Z = self._prepare(X)
             if out.shape[0] != X.shape[0]:
                 out = np.empty((X.shape[0], width))
                 lv = np.empty((X.shape[0], self._k.n_trees), dtype=np.int32) if leaves else None
-            status = self._k.run(Z, out, col, lv, self._nt, self._scan)
+            status = self._k.run(Z, out, col, lv, self._nt, self._scan, post)
         else:
             Z = X
         if status > 0:
             err = self._refusal(status, Z)
             if err is not None:
                 raise err
-            status = self._k.run(Z, out, col, lv, self._nt, False)
+            self._k.run(Z, out, col, lv, self._nt, False, post)
         return out, lv
 
     def _need(self, method: str) -> None:
@@ -245,18 +239,8 @@ class ForestNative(_Native):
         self._need("predict_proba")
         post = self._est.post
         if post == "logistic" and self._T == 1:
-            out, _ = self._raw(X, 2, col=1)
-            p = _sigmoid_into(out[:, 1], out[:, 1])
-            np.subtract(1.0, p, out=out[:, 0])
-            return out
-        raw = self.raw(X)
-        if post == "logistic":
-            return _sigmoid_into(raw, raw)
-        if post == "softmax":
-            raw -= raw.max(axis=1, keepdims=True)
-            np.exp(raw, out=raw)
-            raw /= raw.sum(axis=1, keepdims=True)
-        return raw
+            return self._raw(X, 2, col=1, post=_trees.POST_LOGISTIC2)[0]
+        return self._raw(X, self._T, post=_POSTS[post])[0]
 
     def score_samples(self, X) -> np.ndarray:
         self._need("score_samples")

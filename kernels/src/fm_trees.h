@@ -44,6 +44,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "fm_exp.h"
+
 #define FM_FEAT_MASK 0x3FFFFFFFu
 #define FM_CAT 0x40000000u
 #define FM_MISS_LEFT 0x80000000u
@@ -66,8 +68,8 @@ typedef struct {
     const int64_t *cat_off;     /* (n_nodes,) first word of a membership node's set, or NULL */
     const int32_t *cat_nw;      /* (n_nodes,) its number of words */
     const uint32_t *cat_bits;
-    ptrdiff_t n_trees, W, T;
-    int average, cat_exact;
+    ptrdiff_t n_trees, W, T, n_nodes;
+    int average, cat_exact, max_depth;
 } fm_forest;
 
 /* Is v a member of the category set of node n? (NaN was handled before.) */
@@ -201,12 +203,78 @@ FM_ROWS(fm_rows_f32c, fm_step_f32, fm_node32, float, 1)
 FM_ROWS(fm_rows_d32c, fm_step_d32, fm_node32, double, 1)
 FM_ROWS(fm_rows_f64c, fm_step_f64, fm_node64, double, 1)
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include <immintrin.h>
+#define FM_TREES_VEC 1
+/* Batches of float32 rows on AVX-512: 2 x 16 rows walk a tree in lockstep, one
+ * row per lane. A step gathers the 16 records' three fields and the 16 x
+ * values, compares, and picks child or child + 1 per lane; two independent
+ * vectors keep two gathers in flight. Same loop order and summation order as
+ * the scalar kernel (tree by tree, leaf values added in tree order). */
+#define FM_VG 32
+static void fm_rows_f32_vec(const fm_forest *f, const float *X, ptrdiff_t rs, ptrdiff_t i0,
+                            ptrdiff_t i1, double *out, ptrdiff_t ld, int32_t *leaves)
+{
+    const int *nd = (const int *)f->nodes;
+    const ptrdiff_t nt = f->n_trees;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i off0 = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)rs));
+    const __m512i off1 = _mm512_add_epi32(off0, _mm512_set1_epi32((int)(16 * rs)));
+    const __m512i fmask = _mm512_set1_epi32((int)FM_FEAT_MASK);
+    const __m512i one = _mm512_set1_epi32(1);
+    if (out) fm_start_rows(f, out + i0 * ld, ld, i1 - i0);
+    for (ptrdiff_t t = 0; t < nt; t++) {
+        const __m512i r = _mm512_set1_epi32(f->root[t]);
+        const int32_t D = f->depth[t];
+        for (ptrdiff_t a = i0; a < i1; a += FM_VG) {
+            ptrdiff_t b = a + FM_VG <= i1 ? a : i1 - FM_VG;
+            ptrdiff_t first = a - b;
+            const float *xb = X + b * rs;
+            __m512i n0 = r, n1 = r;
+            for (int32_t s = 0; s < D; s++) {
+                __m512i a0 = _mm512_add_epi32(_mm512_add_epi32(n0, n0), n0);
+                __m512i a1 = _mm512_add_epi32(_mm512_add_epi32(n1, n1), n1);
+                __m512i fl0 = _mm512_i32gather_epi32(a0, nd, 4);
+                __m512i fl1 = _mm512_i32gather_epi32(a1, nd, 4);
+                __m512 x0 = _mm512_i32gather_ps(_mm512_add_epi32(off0, _mm512_and_si512(fl0, fmask)), xb, 4);
+                __m512 x1 = _mm512_i32gather_ps(_mm512_add_epi32(off1, _mm512_and_si512(fl1, fmask)), xb, 4);
+                __m512 t0 = _mm512_i32gather_ps(a0, nd + 1, 4);
+                __m512 t1 = _mm512_i32gather_ps(a1, nd + 1, 4);
+                __m512i c0 = _mm512_i32gather_epi32(a0, nd + 2, 4);
+                __m512i c1 = _mm512_i32gather_epi32(a1, nd + 2, 4);
+                __mmask16 l0 = _mm512_cmp_ps_mask(x0, t0, _CMP_LE_OQ)
+                             | (_mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q) & _mm512_movepi32_mask(fl0));
+                __mmask16 l1 = _mm512_cmp_ps_mask(x1, t1, _CMP_LE_OQ)
+                             | (_mm512_cmp_ps_mask(x1, x1, _CMP_UNORD_Q) & _mm512_movepi32_mask(fl1));
+                n0 = _mm512_mask_blend_epi32(l0, _mm512_add_epi32(c0, one), c0);
+                n1 = _mm512_mask_blend_epi32(l1, _mm512_add_epi32(c1, one), c1);
+            }
+            int32_t idx[FM_VG];
+            _mm512_storeu_si512((void *)idx, n0);
+            _mm512_storeu_si512((void *)(idx + 16), n1);
+            for (ptrdiff_t j = first; j < FM_VG; j++) {
+                if (out) fm_add_leaf(f, t, idx[j], out + (b + j) * ld);
+                if (leaves) leaves[(b + j) * nt + t] = idx[j];
+            }
+        }
+    }
+    if (out) fm_finish_rows(f, out + i0 * ld, ld, i1 - i0);
+}
+#endif
+
 /* Entry point for one block of rows: dispatch on the domain and on whether any
  * set-membership split exists (so the common case compiles without it). */
 static void fm_forest_rows(const fm_forest *f, int domain, const void *X, ptrdiff_t rs,
                            ptrdiff_t i0, ptrdiff_t i1, double *out, ptrdiff_t ld, int32_t *leaves)
 {
     int cat = f->cat_off != NULL;
+#ifdef FM_TREES_VEC
+    if (domain == 0 && !cat && f->max_depth <= FM_LOCKSTEP_MAX && i1 - i0 >= FM_VG
+        && rs < (ptrdiff_t)1 << 25 && f->n_nodes < (ptrdiff_t)1 << 29) {
+        fm_rows_f32_vec(f, (const float *)X, rs, i0, i1, out, ld, leaves);
+        return;
+    }
+#endif
     switch (domain) {
     case 0:
         if (cat) fm_rows_f32c(f, (const float *)X, rs, i0, i1, out, ld, leaves);
@@ -220,6 +288,31 @@ static void fm_forest_rows(const fm_forest *f, int domain, const void *X, ptrdif
         if (cat) fm_rows_f64c(f, (const double *)X, rs, i0, i1, out, ld, leaves);
         else fm_rows_f64(f, (const double *)X, rs, i0, i1, out, ld, leaves);
         break;
+    }
+}
+
+/* Probabilities from raw scores, in place, rows [i0, i1) of out (stride ld):
+ *   FM_POST_LOGISTIC2  raw in column 1 -> [1 - s, s], s = 1 / (1 + exp(-raw))
+ *   FM_POST_SIGMOID    every one of the T columns -> 1 / (1 + exp(-raw))
+ *   FM_POST_SOFTMAX    the T columns of a row -> exp(raw - max) / sum          */
+enum { FM_POST_NONE = 0, FM_POST_LOGISTIC2 = 1, FM_POST_SIGMOID = 2, FM_POST_SOFTMAX = 3 };
+
+static void fm_forest_post(int kind, double *out, ptrdiff_t ld, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t T)
+{
+    for (ptrdiff_t i = i0; i < i1; i++) {
+        double *o = out + i * ld;
+        if (kind == FM_POST_LOGISTIC2) {
+            double s = 1.0 / (1.0 + fm_exp_f64(-o[1]));
+            o[1] = s;
+            o[0] = 1.0 - s;
+        } else if (kind == FM_POST_SIGMOID) {
+            for (ptrdiff_t k = 0; k < T; k++) o[k] = 1.0 / (1.0 + fm_exp_f64(-o[k]));
+        } else if (kind == FM_POST_SOFTMAX) {
+            double m = o[0], sum = 0.0;
+            for (ptrdiff_t k = 1; k < T; k++) m = o[k] > m ? o[k] : m;
+            for (ptrdiff_t k = 0; k < T; k++) { o[k] = fm_exp_f64(o[k] - m); sum += o[k]; }
+            for (ptrdiff_t k = 0; k < T; k++) o[k] /= sum;
+        }
     }
 }
 
