@@ -51,7 +51,7 @@ import onnx
 from onnx import AttributeProto, TensorProto, numpy_helper
 
 from fastml.errors import InvalidModelError, UnsupportedModelError
-from fastml.ir import Linear, Normalizer, Pipeline, Scaler
+from fastml.ir import Linear, Normalizer, Pipeline, Scaler, TreeEnsemble
 
 __all__ = ["from_onnx"]
 
@@ -325,6 +325,8 @@ class _Reader:
 
     # ---- the end: outputs -> IR
     def _finish(self, outs):
+        if any(_trees.is_tree_value(v) for _, v in outs):
+            return _trees.finish(outs, self.graph.name)
         labels = [(n, v) for n, v in outs if isinstance(v, _Label)]
         others = [(n, v) for n, v in outs if not isinstance(v, _Label)]
         if len(labels) > 1 or len(others) > 1 or not others and not labels:
@@ -979,6 +981,9 @@ _HANDLERS: Dict[Tuple[str, str], Tuple[Callable, int, int]] = {
     (_ML, "ZipMap"): (_h_zipmap, 1, 1),
 }
 
+# tree ensembles live in their own module, which adds its handlers to these tables
+from . import onnx_trees as _trees  # noqa: E402
+
 
 # --------------------------------------------------------------------------- entry point
 
@@ -1008,8 +1013,8 @@ def _load(model) -> onnx.ModelProto:
     return proto
 
 
-def from_onnx(model) -> Linear | Pipeline:
-    """Build fastml IR from an ONNX graph of a linear model.
+def from_onnx(model) -> Linear | TreeEnsemble | Pipeline:
+    """Build fastml IR from an ONNX graph of a linear model or a tree ensemble (see ``onnx_trees``).
 
     Parameters
     ----------
