@@ -300,7 +300,7 @@ class _Reader:
                 raise _unsupported(node, "control flow and subgraphs are refused")
             if _key(node) not in _HANDLERS:
                 raise _unsupported(node, f"operator {domain or 'ai.onnx'}::{node.op_type} is not supported "
-                                         f"by the linear-model reader")
+                                         f"by fastml's ONNX reader")
 
     def _read_input(self):
         inits = {t.name for t in self.graph.initializer}

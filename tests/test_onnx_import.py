@@ -661,11 +661,10 @@ def test_hand_built_patterns_match_onnxruntime(make, proba):
         np.testing.assert_allclose(outs[1], reference_predict_proba(ir, X), rtol=0, atol=tol["proba"])
 
 
-def _tree_model():
-    from sklearn.tree import DecisionTreeClassifier
+def _svm_model():
+    from sklearn.svm import SVC
     X, y = _data("iris")
-    return skl2onnx.to_onnx(DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, y),
-                            X[:1].astype(np.float32))
+    return skl2onnx.to_onnx(SVC().fit(X, y), X[:1].astype(np.float32))
 
 
 def _if_model():
@@ -724,7 +723,7 @@ def _unsorted_model():
 
 ERROR_CASES = [
     # (id, model factory, error type, words the message must contain)
-    ("tree-ensemble", _tree_model, UnsupportedModelError, ["TreeEnsembleClassifier", "'TreeEnsembleClassifier'"]),
+    ("svm", _svm_model, UnsupportedModelError, ["SVMClassifier", "'SVMc'"]),
     ("if-node", _if_model, UnsupportedModelError, ["If", "'branch'", "control flow"]),
     ("custom-domain", _custom_domain_model, UnsupportedModelError, ["'com.example'", "'mine'"]),
     ("external-data", _external_data_model, UnsupportedModelError, ["'W'", "external data"]),
