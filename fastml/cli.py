@@ -18,6 +18,7 @@ import numpy as np
 
 def _models():
     from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_wine
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
@@ -31,6 +32,8 @@ def _models():
         ("SGDClassifier modified_huber wine", make_pipeline(MinMaxScaler(), SGDClassifier(loss="modified_huber", random_state=0)), wine),
         ("LinearSVC wine", make_pipeline(StandardScaler(), LinearSVC()), wine),
         ("Ridge diabetes", Ridge(), diabetes),
+        ("RandomForestClassifier breast_cancer", RandomForestClassifier(100, max_depth=10, random_state=0), cancer),
+        ("GradientBoostingRegressor diabetes", GradientBoostingRegressor(random_state=0), diabetes),
     ]
 
 
