@@ -1,0 +1,706 @@
+"""LightGBM and XGBoost models -> ``fastml.ir.TreeEnsemble``.
+
+Both libraries are optional: nothing here imports them. A model is read
+through its own serialisation (LightGBM's model string, XGBoost's JSON), so
+the frontend only needs the object the user already has.
+
+Node numbering (what ``apply`` returns)
+---------------------------------------
+* **XGBoost**: the IR node id is XGBoost's node id, so ``apply`` equals
+  ``predict(pred_leaf=True)``.
+* **LightGBM** numbers split nodes ``0 .. L-2`` and leaves ``0 .. L-1`` apart.
+  In the IR split ``i`` keeps id ``i`` and leaf ``j`` becomes node
+  ``(L - 1) + j``.
+* A few splits cannot be one IR node (see below). They become several nodes
+  and a copy of one or two subtrees. Nodes added this way get ids after the
+  source's nodes. :func:`convert` with ``leaf_map=True`` also returns, for
+  every IR node, the source's leaf id (LightGBM leaf index, XGBoost node id;
+  ``-1`` at splits), so ``leaf_map[tree_offsets[t] + apply[:, t]]`` is the
+  source's ``pred_leaf`` for every row.
+
+LightGBM (``include/LightGBM/tree.h``, ``src/c_api.cpp``)
+---------------------------------------------------------
+* Rows are read as float64. For dense input, values with ``|x| <=
+  kZeroThreshold`` (``1e-35f``) are dropped before prediction, so they count
+  as ``0.0``. Numerical splits send ``x`` left iff ``x <= threshold`` in
+  float64 (``compare="float64"``). NaN is replaced by 0.0 unless
+  ``missing_type`` is NaN, which sends NaN to the default side.
+  ``missing_type`` Zero sends ``[-kZeroThreshold, kZeroThreshold]`` and NaN
+  to the default side.
+* All of this becomes plain ``<=`` / ``<`` splits with the threshold moved to
+  ``+-kZeroThreshold`` where the zero band decides. A Zero split whose
+  default side is not the side of its threshold that 0 falls on sends
+  four stretches of the line alternately left and right (``L | 0 -> R | L
+  | R``). That cannot be one node, so it becomes three nodes and a copy of
+  each child. Inside a copy, splits that its band already decides are
+  dropped. This grows ``zero_as_missing`` models several times (about 5x for
+  31 leaves and 14x for 127 leaves on data with 30% zeros), up to
+  ``MAX_TREE_NODES`` per tree.
+* Categorical splits go left iff ``int(x)`` is in the node's bitset:
+  ``SPLIT_MEMBER`` with truncation (``cat_exact=False``). Negative values,
+  values beyond the bitset and NaN go right. ``-0.5`` truncates to category
+  0. NaN goes right whatever ``missing_type`` says, because
+  ``static_cast<int>(NaN)`` is ``INT_MIN`` on x86-64, which fails the ``< 0``
+  test before ``isnan`` is checked (checked against lightgbm 4.7 on x86-64;
+  on ARM the cast gives 0 and LightGBM would read NaN as category 0).
+* Outputs: ``binary`` -> ``post="logistic"``, ``multiclass`` ->
+  ``"softmax"``, ``multiclassova`` -> one sigmoid per class (not
+  normalised, as LightGBM does). ``LGBMClassifier.predict`` takes the argmax
+  of ``predict_proba`` (``predict_rule="argmax_proba"``). A ``sigmoid:``
+  parameter other than 1 is refused: LightGBM computes ``1 / (1 +
+  exp(-k * raw))``. Folding ``k`` into the leaves would change the raw
+  scores ``decision_function`` returns. It would also change how their sum
+  rounds.
+* ``boosting="rf"`` (``average_output``) divides the sum by the number of
+  *iterations*, while the IR divides by the number of trees. A multiclass
+  forest of ``K`` trees per iteration gets leaves scaled by ``K``. That is
+  exact for ``K`` a power of two and otherwise within an ulp per leaf.
+  LightGBM's ``raw_score=True`` does not average. The IR's raw (the
+  ``decision_function``) is the averaged score that ``predict_proba`` goes
+  through.
+* Refused: linear trees, objectives whose output is not the raw score or a
+  sigmoid/softmax of it (``poisson``, ``gamma``, ``tweedie``,
+  ``cross_entropy``, ``regression`` with ``reg_sqrt``), custom objectives
+  for classifiers.
+* A bare ``Booster`` is imported by objective. ``binary``, ``multiclass``
+  and ``multiclassova`` give a classifier with classes ``0 .. K-1`` whose
+  ``predict_proba`` holds ``Booster.predict`` (binary: its column 1). Any
+  other objective gives a regressor whose ``predict`` is ``Booster.predict``.
+
+XGBoost (``src/predictor``, ``src/common/categorical.h``)
+----------------------------------------------------------
+* ``X`` is cast to float32. A split goes left iff ``x < split_condition``
+  (``compare="float32"``, ``SPLIT_LT``). NaN goes to ``default_left``.
+  ``inplace_predict``, which the scikit-learn wrappers use, accepts
+  ``+-inf``. A ``DMatrix`` refuses it.
+* Categorical splits send a category *in* the node's set to the right. So in
+  the IR the children are swapped (the IR goes left on membership) and
+  ``missing_left = not default_left``. XGBoost sends values ``< 0`` (as
+  float32) to the left child before truncating. The IR's truncation would
+  make ``-0.5`` category 0, so a split whose set holds category 0 gets a
+  ``x < 0`` guard and a copy of its left subtree.
+* The margin starts at ``base_score``, which the model stores after the
+  inverse link. It is ``logit(base_score)`` (computed in float32, as XGBoost
+  does) for ``binary:logistic`` and ``reg:logistic``, and the value itself
+  for the identity-link objectives and for ``multi:softprob`` /
+  ``multi:softmax`` (XGBoost 3.2 stores one value per class). XGBoost then adds leaf
+  values in tree order in float32. The IR adds the same float32 values in
+  float64, so raw scores agree within float32 rounding of the running sums.
+  Categories are the numbers XGBoost sees in a numpy array (a model trained
+  on pandas categories recodes pandas input; fastml takes the codes).
+* ``XGBClassifier.predict``: binary ``proba > 0.5`` (``predict_rule="gt0"``
+  on the margin), multiclass argmax (``"argmax"``). The scikit-learn
+  wrappers stop at ``best_iteration`` when early stopping set it. A bare
+  ``Booster.predict`` uses every tree.
+* Refused: ``gblinear``, ``dart`` unless every tree weight is 1, vector-leaf
+  trees (``multi_strategy="multi_output_tree"``), multi-label classifiers,
+  ``binary:logitraw`` / ``binary:hinge`` classifiers, objectives with a
+  non-identity output other than logistic/softmax (``count:poisson``,
+  ``reg:gamma``, ``reg:tweedie``, ``reg:logistic``, survival), custom
+  objectives for classifiers, and a ``missing`` value other than NaN.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from fastml import ir
+from fastml.errors import InvalidModelError, NotFittedError, UnsupportedModelError
+
+from .sklearn_import import find_frontend, register
+
+#: LightGBM's ``kZeroThreshold`` is the float literal ``1e-35f`` widened to double
+K_ZERO = float(np.float32(1e-35))
+#: refuse a tree whose exact rewrite would grow past this many nodes
+MAX_TREE_NODES = 1 << 22
+
+
+def _check_fitted(model) -> None:
+    fitted = getattr(model, "__sklearn_is_fitted__", None)
+    if fitted is not None and not fitted():
+        raise NotFittedError(
+            f"This {type(model).__name__} instance is not fitted yet; call 'fit' before converting it.")
+
+
+# --------------------------------------------------------------------------- tree building
+
+
+class _Tree:
+    """Grows one IR tree node by node. Ids below ``n_fixed`` are the source's own.
+    Added nodes (rewrites, copies) are numbered from ``n_fixed`` on."""
+
+    def __init__(self, n_fixed: int):
+        self.n = n_fixed
+        self.feature: Dict[int, int] = {}
+        self.threshold: Dict[int, float] = {}
+        self.left: Dict[int, int] = {}
+        self.right: Dict[int, int] = {}
+        self.miss: Dict[int, bool] = {}
+        self.kind: Dict[int, int] = {}
+        self.cat: Dict[int, np.ndarray] = {}
+        self.value: Dict[int, float] = {}
+        self.origin: Dict[int, int] = {}
+
+    def new(self) -> int:
+        if self.n >= MAX_TREE_NODES:
+            raise UnsupportedModelError(
+                f"a tree grows past {MAX_TREE_NODES} nodes when rewritten into fastml's splits "
+                "(LightGBM zero_as_missing splits are rewritten with copies of their subtrees)")
+        self.n += 1
+        return self.n - 1
+
+    def split(self, nid: int, feature: int, kind: int, threshold: float, miss: bool,
+              left: int, right: int, cat: Optional[np.ndarray] = None) -> None:
+        self.feature[nid], self.kind[nid], self.threshold[nid] = feature, kind, threshold
+        self.miss[nid], self.left[nid], self.right[nid] = miss, left, right
+        if cat is not None:
+            self.cat[nid] = cat
+
+    def leaf(self, nid: int, value: float, origin: int) -> None:
+        self.value[nid], self.origin[nid] = value, origin
+
+    def arrays(self) -> dict:
+        n = self.n
+        if len(self.value) + len(self.feature) != n:
+            raise InvalidModelError(f"tree has {n} node ids but {len(self.value) + len(self.feature)} nodes")
+        feature = np.full(n, -1, np.int64)
+        left = np.full(n, -1, np.int64)
+        right = np.full(n, -1, np.int64)
+        thr = np.zeros(n)
+        miss = np.zeros(n, bool)
+        kind = np.zeros(n, np.uint8)
+        value = np.zeros((n, 1))
+        origin = np.full(n, -1, np.int64)
+        for i in self.feature:
+            feature[i], left[i], right[i] = self.feature[i], self.left[i], self.right[i]
+            thr[i], miss[i], kind[i] = self.threshold[i], self.miss[i], self.kind[i]
+        for i, v in self.value.items():
+            value[i, 0], origin[i] = v, self.origin[i]
+        return dict(feature=feature, threshold=thr, left=left, right=right, missing_left=miss,
+                    split=kind, value=value, origin=origin, cat=self.cat)
+
+
+def _ensemble(trees: List[dict], n_features: int, **kw) -> Tuple[ir.TreeEnsemble, np.ndarray]:
+    sizes = [len(t["feature"]) for t in trees]
+    offsets = np.zeros(len(trees) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    cat = {k: np.concatenate([t[k] for t in trees]) for k in
+           ("feature", "threshold", "left", "right", "missing_left", "split", "value", "origin")}
+    n = int(offsets[-1])
+    extra = {}
+    if any(t["cat"] for t in trees):
+        cat_offset = np.zeros(n, np.int64)
+        cat_nwords = np.zeros(n, np.int32)
+        words: List[np.ndarray] = []
+        pos = 0
+        for t, base in zip(trees, offsets[:-1]):
+            for nid, bits in sorted(t["cat"].items()):
+                cat_offset[base + nid], cat_nwords[base + nid] = pos, len(bits)
+                words.append(bits)
+                pos += len(bits)
+        extra = dict(cat_offset=cat_offset, cat_nwords=cat_nwords,
+                     cat_bits=np.concatenate(words).astype(np.uint32), cat_exact=False)
+    ens = ir.TreeEnsemble(
+        n_features=int(n_features), tree_offsets=offsets,
+        feature=cat["feature"].astype(np.int32), threshold=cat["threshold"].astype(np.float64),
+        left=cat["left"].astype(np.int32), right=cat["right"].astype(np.int32),
+        missing_left=cat["missing_left"].astype(bool), value=cat["value"],
+        split=cat["split"].astype(np.uint8), **extra, **kw)
+    return ens, cat["origin"]
+
+
+def _bitset(categories) -> np.ndarray:
+    cats = np.asarray(categories, dtype=np.int64)
+    if cats.size == 0:
+        return np.zeros(1, np.uint32)
+    if cats.min() < 0:
+        raise InvalidModelError(f"negative category {int(cats.min())} in a categorical split")
+    words = np.zeros(int(cats.max()) // 32 + 1, np.uint64)
+    np.bitwise_or.at(words, cats // 32, np.left_shift(np.uint64(1), (cats % 32).astype(np.uint64)))
+    return words.astype(np.uint32)
+
+
+# --------------------------------------------------------------------------- LightGBM
+
+
+def _lgb_parse(text: str) -> Tuple[dict, List[dict]]:
+    """LightGBM's model string: the header's ``key=value`` lines and one dict per tree."""
+    header: dict = {}
+    trees: List[dict] = []
+    cur = header
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("Tree="):
+            cur = {}
+            trees.append(cur)
+        elif line == "end of trees":
+            break
+        elif "=" in line:
+            k, v = line.split("=", 1)
+            cur[k] = v
+        elif line:
+            cur[line] = ""  # a flag such as ``average_output``
+    return header, trees
+
+
+def _floats(tree: dict, key: str) -> np.ndarray:
+    return np.array([float(v) for v in tree.get(key, "").split()], dtype=np.float64)
+
+
+def _ints(tree: dict, key: str) -> np.ndarray:
+    return np.array([int(v) for v in tree.get(key, "").split()], dtype=np.int64)
+
+
+def _lgb_numeric(mtype: int, default_left: bool, t: float):
+    """One numerical LightGBM split as ``(kind, threshold, missing_left)``, or
+    ``None`` when it needs the three-node rewrite (see the module docstring)."""
+    z = K_ZERO
+    if mtype == 1:  # Zero: the band [-z, z] and NaN go to the default side
+        if -z <= t <= z:
+            return (ir.SPLIT_LEQ, z, True) if default_left else (ir.SPLIT_LT, -z, False)
+        if (t > z) == default_left:
+            return ir.SPLIT_LEQ, t, default_left
+        return None
+    # None / NaN: values in the band are read as 0.0
+    if -z <= t < 0.0:
+        kind, thr = ir.SPLIT_LT, -z
+    elif 0.0 <= t <= z:
+        kind, thr = ir.SPLIT_LEQ, z
+    else:
+        kind, thr = ir.SPLIT_LEQ, t
+    miss = default_left if mtype == 2 else (0.0 <= t)
+    return kind, thr, miss
+
+
+def _lgb_goes_left(mtype: int, default_left: bool, t: float, x: float) -> bool:
+    """LightGBM's ``NumericalDecision`` on one dense input value, literally."""
+    if math.isnan(x):
+        if mtype == 2:
+            return default_left
+        x = 0.0
+    if abs(x) <= K_ZERO:  # dropped from the sparse row: reads as 0.0
+        x = 0.0
+    if mtype == 1 and x == 0.0:
+        return default_left
+    return x <= t
+
+
+def _lgb_constant(mtype: int, default_left: bool, t: float, box) -> Optional[bool]:
+    """The side every value in ``box = (lo, hi, nan_possible)`` takes, or None.
+
+    The decision is constant between its breakpoints ``-z, z, t``, so it is
+    enough to try those, their float neighbours and the ends of the box."""
+    lo, hi, nan = box
+    pts = {lo, hi}
+    for b in (-K_ZERO, K_ZERO, t):
+        pts.update((b, math.nextafter(b, -math.inf), math.nextafter(b, math.inf)))
+    sides = {_lgb_goes_left(mtype, default_left, t, x) for x in pts if lo <= x <= hi}
+    if nan:
+        sides.add(_lgb_goes_left(mtype, default_left, t, math.nan))
+    return sides.pop() if len(sides) == 1 else (True if not sides else None)
+
+
+def _narrow(boxes: dict, feature: int, kind: int, thr: float, miss: bool, left: bool) -> dict:
+    """The path's per-feature ``(lo, hi, nan)`` after taking one side of an IR split."""
+    lo, hi, nan = boxes.get(feature, (-math.inf, math.inf, True))
+    if kind == ir.SPLIT_MEMBER:  # a set is no interval: keep the box, NaN goes right
+        box = (lo, hi, nan and not left)
+    elif left:
+        top = thr if kind == ir.SPLIT_LEQ else math.nextafter(thr, -math.inf)
+        box = (lo, min(hi, top), nan and miss)
+    else:
+        bottom = math.nextafter(thr, math.inf) if kind == ir.SPLIT_LEQ else thr
+        box = (max(lo, bottom), hi, nan and not miss)
+    out = dict(boxes)
+    out[feature] = box
+    return out
+
+
+def _lgb_tree(tree: dict, scale: float) -> dict:
+    L = int(tree["num_leaves"])
+    leaf_value = _floats(tree, "leaf_value") * scale
+    if leaf_value.shape[0] != L:
+        raise InvalidModelError(f"LightGBM tree has num_leaves={L} but {leaf_value.shape[0]} leaf values")
+    n_int = L - 1
+    out = _Tree(2 * L - 1)
+    if L == 1:
+        out.leaf(0, float(leaf_value[0]), 0)
+        return out.arrays()
+    feat = _ints(tree, "split_feature")
+    thr = _floats(tree, "threshold")
+    dt = _ints(tree, "decision_type")
+    lc, rc = _ints(tree, "left_child"), _ints(tree, "right_child")
+    cb, ct = _ints(tree, "cat_boundaries"), _ints(tree, "cat_threshold")
+    for name, a in (("split_feature", feat), ("threshold", thr), ("decision_type", dt),
+                    ("left_child", lc), ("right_child", rc)):
+        if a.shape[0] != n_int:
+            raise InvalidModelError(f"LightGBM tree has {L} leaves but {a.shape[0]} {name} entries")
+    for c in np.concatenate([lc, rc]):
+        if not -L <= c < n_int:
+            raise InvalidModelError(f"LightGBM tree: child {c} out of range for {L} leaves")
+
+    def child(c: int, copy: bool) -> int:
+        """IR id of source child ``c``: its own id, or a fresh one inside a copy."""
+        if copy:
+            return out.new()
+        return int(c) if c >= 0 else n_int + ~int(c)
+
+    # (source node, IR id, inside a copy, what the path says about each feature);
+    # an explicit stack, LightGBM trees can be deep
+    stack = [(0, 0, False, {})]
+    while stack:
+        src, nid, copy, boxes = stack.pop()
+        if src < 0:
+            out.leaf(nid, float(leaf_value[~src]), ~src)
+            continue
+        f, d, t = int(feat[src]), int(dt[src]), float(thr[src])
+        lsrc, rsrc = int(lc[src]), int(rc[src])
+        if d & 1:  # categorical
+            k = int(t)
+            if not 0 <= k < len(cb) - 1 or not 0 <= cb[k] <= cb[k + 1] <= len(ct):
+                raise InvalidModelError(f"LightGBM tree: categorical split {src} has no bitset {k}")
+            bits = ct[cb[k]:cb[k + 1]].astype(np.uint32)
+            if bits.size == 0:
+                bits = np.zeros(1, np.uint32)
+            left, right = child(lsrc, copy), child(rsrc, copy)
+            out.split(nid, f, ir.SPLIT_MEMBER, 0.0, False, left, right, cat=bits)
+            stack += [(lsrc, left, copy, _narrow(boxes, f, ir.SPLIT_MEMBER, 0.0, False, True)),
+                      (rsrc, right, copy, _narrow(boxes, f, ir.SPLIT_MEMBER, 0.0, False, False))]
+            continue
+        mtype, dleft = (d >> 2) & 3, bool(d & 2)
+        if copy and f in boxes:
+            # copies are reached by a narrow band of this feature: drop decided splits
+            side = _lgb_constant(mtype, dleft, t, boxes[f])
+            if side is not None:
+                stack.append((lsrc if side else rsrc, nid, copy, boxes))
+                continue
+        rule = _lgb_numeric(mtype, dleft, t)
+        if rule is not None:
+            left, right = child(lsrc, copy), child(rsrc, copy)
+            out.split(nid, f, rule[0], rule[1], rule[2], left, right)
+            stack += [(lsrc, left, copy, _narrow(boxes, f, *rule, True)),
+                      (rsrc, right, copy, _narrow(boxes, f, *rule, False))]
+            continue
+        # Zero-as-missing split whose zero band goes against its threshold
+        a, b = out.new(), out.new()
+        L_orig, R_orig = child(lsrc, copy), child(rsrc, copy)
+        L_copy, R_copy = out.new(), out.new()
+        z = K_ZERO
+        if t > z:   # default right: (-inf,-z) L | band R | (z,t] L | (t,inf) R; NaN R
+            nodes = [(nid, ir.SPLIT_LEQ, z, False, a, b), (a, ir.SPLIT_LT, -z, False, L_orig, R_copy),
+                     (b, ir.SPLIT_LEQ, t, False, L_copy, R_orig)]
+        else:       # default left: (-inf,t] L | (t,-z) R | band L | (z,inf) R; NaN L
+            nodes = [(nid, ir.SPLIT_LT, -z, False, a, b), (a, ir.SPLIT_LEQ, t, False, L_orig, R_copy),
+                     (b, ir.SPLIT_LEQ, z, True, L_copy, R_orig)]
+        box_of = {nid: boxes}
+        for n_, kind, th, miss, lft, rgt in nodes:
+            out.split(n_, f, kind, th, miss, lft, rgt)
+            box_of[lft] = _narrow(box_of[n_], f, kind, th, miss, True)
+            box_of[rgt] = _narrow(box_of[n_], f, kind, th, miss, False)
+        stack += [(lsrc, L_orig, copy, box_of[L_orig]), (rsrc, R_orig, copy, box_of[R_orig]),
+                  (lsrc, L_copy, True, box_of[L_copy]), (rsrc, R_copy, True, box_of[R_copy])]
+    return out.arrays()
+
+
+def _lgb_objective(header: dict) -> Tuple[str, dict]:
+    words = header.get("objective", "").split()
+    if not words:
+        return "custom", {}
+    params = {}
+    for w in words[1:]:
+        if ":" in w:
+            k, v = w.split(":", 1)
+            params[k] = v
+        else:
+            params[w] = ""
+    return words[0], params
+
+
+#: objectives whose output is the raw score (LightGBM writes canonical names; aliases are harmless)
+_LGB_IDENTITY = {"regression", "regression_l2", "l2", "mean_squared_error", "mse", "l2_root",
+                 "root_mean_squared_error", "rmse", "regression_l1", "l1", "mean_absolute_error", "mae", "huber", "fair", "quantile",
+                 "mape", "mean_absolute_percentage_error", "lambdarank", "rank_xendcg", "xendcg", "xe_ndcg",
+                 "xe_ndcg_mart", "xendcg_mart", "custom"}
+_LGB_CLASSIFY = {"binary", "multiclass", "softmax", "multiclassova", "multiclass_ova", "ova", "ovr"}
+
+
+def _lightgbm_ir(model) -> Tuple[ir.TreeEnsemble, np.ndarray]:
+    _check_fitted(model)
+    booster = getattr(model, "booster_", model)
+    name = type(model).__name__
+    header, trees = _lgb_parse(booster.model_to_string())
+    if not trees:
+        raise UnsupportedModelError(f"{name}: the model has no trees")
+    if any(t.get("is_linear", "0") not in ("", "0") for t in trees):
+        raise UnsupportedModelError(f"{name}: linear trees (linear_tree=True) are not supported")
+    K = int(header.get("num_tree_per_iteration", "1"))
+    n_class = int(header.get("num_class", "1"))
+    if K < 1 or len(trees) % K:
+        raise InvalidModelError(f"{name}: {len(trees)} trees is not a multiple of num_tree_per_iteration={K}")
+    objective, params = _lgb_objective(header)
+    if params.get("sqrt") is not None:
+        raise UnsupportedModelError(f"{name}: objective {objective!r} with reg_sqrt=True squares its output; "
+                                    "fastml cannot express that")
+    if objective not in _LGB_IDENTITY | _LGB_CLASSIFY:
+        raise UnsupportedModelError(
+            f"{name}: LightGBM objective {objective!r} transforms the raw score (exp, log or sigmoid) "
+            "in a way fastml's TreeEnsemble cannot express")
+    sigmoid = float(params.get("sigmoid", "1"))
+    if objective in _LGB_CLASSIFY and objective not in ("multiclass", "softmax") and sigmoid != 1.0:
+        raise UnsupportedModelError(
+            f"{name}: objective {objective!r} with sigmoid={sigmoid:g}: LightGBM's probability is "
+            f"1 / (1 + exp(-{sigmoid:g} * raw)); fastml supports sigmoid=1 only (folding the factor "
+            "into the leaves would change the raw scores)")
+    average = "average_output" in header
+    scale = float(K) if average and K > 1 else 1.0
+    parts = [_lgb_tree(t, scale) for t in trees]
+    kw = dict(n_targets=K, tree_target=np.arange(len(trees), dtype=np.int32) % K if K > 1 else None,
+              average=average, compare="float64", allow_nan=True, allow_inf=True, name=name)
+    n_features = int(header.get("max_feature_idx", "-1")) + 1
+    sk_classifier = hasattr(model, "classes_") and hasattr(model, "booster_")
+    if sk_classifier or (objective in _LGB_CLASSIFY and not hasattr(model, "booster_")):
+        if objective not in _LGB_CLASSIFY:
+            raise UnsupportedModelError(f"{name}: a classifier with objective {objective!r} "
+                                        "(custom objectives return raw scores) is not supported")
+        classes = np.array(model.classes_, copy=True) if sk_classifier else np.arange(max(n_class, 2))
+        binary = objective == "binary"
+        if len(classes) != (2 if binary else K) or (binary and K != 1):
+            raise UnsupportedModelError(f"{name}: {len(classes)} classes with objective {objective!r} and "
+                                        f"{K} trees per iteration are not supported")
+        post = "softmax" if objective in ("multiclass", "softmax") else "logistic"
+        return _ensemble(parts, n_features, is_classifier=True, classes=classes, post=post,
+                         predict_rule="argmax_proba", **kw)
+    if objective in _LGB_CLASSIFY:
+        raise UnsupportedModelError(f"{name}: a regressor with the classification objective {objective!r} "
+                                    "predicts probabilities; fastml cannot express that as a regressor")
+    return _ensemble(parts, n_features, flat=K == 1, **kw)
+
+
+# --------------------------------------------------------------------------- XGBoost
+
+
+_XGB_IDENTITY = {"reg:squarederror", "reg:linear", "reg:squaredlogerror", "reg:pseudohubererror",
+                 "reg:absoluteerror", "reg:quantileerror", "rank:pairwise", "rank:ndcg", "rank:map",
+                 "binary:logitraw"}
+_XGB_LOGIT_BASE = {"binary:logistic", "reg:logistic"}
+
+
+def _xgb_float_list(s) -> np.ndarray:
+    if isinstance(s, str):
+        s = s.strip()
+        vals = json.loads(s) if s.startswith("[") else [float(s)]
+    else:
+        vals = s if isinstance(s, list) else [s]
+    return np.array(vals, dtype=np.float32)
+
+
+def _xgb_base_margin(objective: str, base: np.ndarray) -> np.ndarray:
+    if objective in _XGB_LOGIT_BASE:
+        one = np.float32(1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = -np.log(one / base - one)  # float32 throughout, like ProbToMargin
+        if not np.all(np.isfinite(m)):
+            raise InvalidModelError(f"XGBoost base_score {base} is outside (0, 1) for {objective}")
+        return m
+    return base
+
+
+def _xgb_tree(tree: dict) -> dict:
+    lc = np.asarray(tree["left_children"], dtype=np.int64)
+    rc = np.asarray(tree["right_children"], dtype=np.int64)
+    n = lc.shape[0]
+    cond = np.asarray(tree["split_conditions"], dtype=np.float64).astype(np.float32).astype(np.float64)
+    feat = np.asarray(tree["split_indices"], dtype=np.int64)
+    dl = np.asarray(tree["default_left"], dtype=np.int64).astype(bool)
+    stype = np.asarray(tree.get("split_type", [0] * n), dtype=np.int64)
+    if int(tree.get("tree_param", {}).get("size_leaf_vector", "1")) > 1:
+        raise UnsupportedModelError("XGBoost trees with vector leaves (multi_strategy='multi_output_tree') "
+                                    "are not supported")
+    for nm, a in (("right_children", rc), ("split_conditions", cond), ("split_indices", feat),
+                  ("default_left", dl), ("split_type", stype)):
+        if a.shape[0] != n:
+            raise InvalidModelError(f"XGBoost tree has {n} left_children but {a.shape[0]} {nm}")
+    cats: Dict[int, np.ndarray] = {}
+    if np.any(stype == 1):
+        nodes = tree["categories_nodes"]
+        segs, sizes, allc = tree["categories_segments"], tree["categories_sizes"], tree["categories"]
+        for k, nid in enumerate(nodes):
+            cats[int(nid)] = np.asarray(allc[int(segs[k]):int(segs[k]) + int(sizes[k])], dtype=np.int64)
+    # Deleted (pruned) nodes may remain in the arrays unreachable: renumber the
+    # reachable ones in order, so ids stay XGBoost's whenever nothing was pruned.
+    reach = np.zeros(n, bool)
+    todo = [0]
+    while todo:
+        i = todo.pop()
+        if not 0 <= i < n or reach[i]:
+            raise InvalidModelError(f"XGBoost tree: node {i} is out of range or reached twice")
+        reach[i] = True
+        if lc[i] != -1:
+            todo += [int(lc[i]), int(rc[i])]
+    new_id = np.cumsum(reach) - 1
+    out = _Tree(int(reach.sum()))
+    for i in np.flatnonzero(reach):
+        nid = int(new_id[i])
+        if lc[i] == -1:
+            out.leaf(nid, float(cond[i]), int(i))
+            continue
+        L, R = int(new_id[lc[i]]), int(new_id[rc[i]])
+        if stype[i] != 1:
+            out.split(nid, int(feat[i]), ir.SPLIT_LT, float(cond[i]), bool(dl[i]), L, R)
+            continue
+        if i not in cats:
+            raise InvalidModelError(f"XGBoost tree: categorical split {i} has no categories")
+        bits = _bitset(cats[i])
+        # XGBoost goes right on membership: the IR's left child is XGBoost's right
+        if cats[i].size and cats[i].min() == 0:
+            # -1 < x < 0 truncates to category 0 in the IR but is invalid (left) in XGBoost
+            member, L_copy = out.new(), out.new()
+            out.split(nid, int(feat[i]), ir.SPLIT_LT, 0.0, False, L_copy, member)
+            out.split(member, int(feat[i]), ir.SPLIT_MEMBER, 0.0, not dl[i], R, L, cat=bits)
+            _xgb_copy(out, L_copy, int(lc[i]), lc, rc, feat, cond, dl, stype, cats)
+        else:
+            out.split(nid, int(feat[i]), ir.SPLIT_MEMBER, 0.0, not dl[i], R, L, cat=bits)
+    return out.arrays()
+
+
+def _xgb_copy(out: _Tree, nid: int, src: int, lc, rc, feat, cond, dl, stype, cats) -> None:
+    """Copy XGBoost's subtree ``src`` into fresh ids from ``nid`` (the same rules as ``_xgb_tree``)."""
+    stack = [(src, nid)]
+    while stack:
+        i, nid = stack.pop()
+        if lc[i] == -1:
+            out.leaf(nid, float(cond[i]), int(i))
+            continue
+        L, R = out.new(), out.new()
+        stack += [(int(lc[i]), L), (int(rc[i]), R)]
+        if stype[i] != 1:
+            out.split(nid, int(feat[i]), ir.SPLIT_LT, float(cond[i]), bool(dl[i]), L, R)
+            continue
+        bits = _bitset(cats[i])
+        if cats[i].size and cats[i].min() == 0:
+            member, L_copy = out.new(), out.new()
+            out.split(nid, int(feat[i]), ir.SPLIT_LT, 0.0, False, L_copy, member)
+            out.split(member, int(feat[i]), ir.SPLIT_MEMBER, 0.0, not dl[i], R, L, cat=bits)
+            stack.append((int(lc[i]), L_copy))
+        else:
+            out.split(nid, int(feat[i]), ir.SPLIT_MEMBER, 0.0, not dl[i], R, L, cat=bits)
+
+
+def _xgboost_ir(model) -> Tuple[ir.TreeEnsemble, np.ndarray]:
+    _check_fitted(model)
+    name = type(model).__name__
+    is_sklearn = hasattr(model, "get_booster")
+    booster = model.get_booster() if is_sklearn else model
+    if is_sklearn:
+        missing = getattr(model, "missing", np.nan)
+        if missing is not None and not (isinstance(missing, float) and math.isnan(missing)):
+            raise UnsupportedModelError(f"{name}: missing={missing!r}; fastml treats only NaN as missing")
+    learner = json.loads(bytes(booster.save_raw(raw_format="json")))["learner"]
+    gb = learner["gradient_booster"]
+    kind = gb.get("name")
+    if kind == "dart":
+        weights = np.asarray(gb.get("weight_drop", []), dtype=np.float64)
+        if np.any(weights != 1.0):
+            raise UnsupportedModelError(
+                f"{name}: dart boosters with dropout weights other than 1 are not supported")
+        gb = gb["gbtree"]
+    elif kind != "gbtree":
+        raise UnsupportedModelError(f"{name}: XGBoost booster {kind!r} is not supported (only gbtree)")
+    mdl = gb["model"]
+    trees = mdl["trees"]
+    info = np.asarray(mdl["tree_info"], dtype=np.int64)
+    indptr = mdl.get("iteration_indptr")
+    lmp = learner["learner_model_param"]
+    n_class = int(lmp.get("num_class", "0"))
+    n_target = int(lmp.get("num_target", "1"))
+    n_out = n_class if n_class > 1 else max(n_target, 1)
+    objective = learner["objective"]["name"]
+    if is_sklearn:
+        best = getattr(booster, "best_iteration", None) if "best_iteration" in booster.attributes() else None
+        if best is not None:
+            if indptr is None:
+                per = int(gb["model"]["gbtree_model_param"].get("num_parallel_tree", "1")) * n_out
+                end = (best + 1) * per
+            else:
+                end = int(indptr[best + 1])
+            trees, info = trees[:end], info[:end]
+    if not trees:
+        raise UnsupportedModelError(f"{name}: the model has no trees")
+    if info.shape[0] != len(trees) or np.any((info < 0) | (info >= n_out)):
+        raise InvalidModelError(f"{name}: tree_info does not give an output group in [0, {n_out}) per tree")
+    base = _xgb_float_list(lmp.get("base_score", "0.5"))
+    if base.shape[0] not in (1, n_out):
+        raise InvalidModelError(f"{name}: base_score has {base.shape[0]} values for {n_out} outputs")
+    base = np.broadcast_to(_xgb_base_margin(objective, base), (n_out,)).astype(np.float64)
+    parts = [_xgb_tree(t) for t in trees]
+    kw = dict(n_targets=n_out, tree_target=info.astype(np.int32) if n_out > 1 else None,
+              base_score=base, compare="float32", allow_nan=True, allow_inf=True, name=name)
+    n_features = int(lmp["num_feature"])
+    classify = objective in ("binary:logistic", "multi:softprob", "multi:softmax")
+    sk_classifier = is_sklearn and hasattr(model, "n_classes_")
+    if sk_classifier:
+        if callable(getattr(model, "objective", None)) or not classify:
+            raise UnsupportedModelError(f"{name}: a classifier with objective {objective!r} is not supported "
+                                        "(supported: binary:logistic, multi:softprob, multi:softmax)")
+    if sk_classifier or (classify and not is_sklearn):
+        k = int(model.n_classes_) if sk_classifier else max(n_class, 2)
+        binary = objective == "binary:logistic"
+        if sk_classifier and k == 2 and not binary:
+            raise UnsupportedModelError(f"{name}: two classes with objective {objective!r}: XGBClassifier.predict "
+                                        "treats two probability columns as multi-label")
+        if n_target != 1 or (binary and (k != 2 or n_out != 1)) or (not binary and k != n_out):
+            raise UnsupportedModelError(f"{name}: {k} classes with {n_out} outputs (objective {objective!r}, "
+                                        f"num_target={n_target}) are not supported; multi-label is not")
+        return _ensemble(parts, n_features, is_classifier=True, classes=np.arange(k),
+                         post="logistic" if binary else "softmax",
+                         predict_rule="gt0" if binary else "argmax", **kw)
+    if objective not in _XGB_IDENTITY:
+        raise UnsupportedModelError(
+            f"{name}: XGBoost objective {objective!r} transforms the margin in a way fastml's "
+            "TreeEnsemble cannot express")
+    return _ensemble(parts, n_features, flat=n_out == 1, **kw)
+
+
+# --------------------------------------------------------------------------- public
+
+
+def convert(model, *, leaf_map: bool = False):
+    """Import a LightGBM or XGBoost model (Booster or scikit-learn wrapper).
+
+    Parameters
+    ----------
+    model
+        ``lightgbm.Booster``, ``LGBMClassifier``, ``LGBMRegressor``,
+        ``LGBMRanker``, ``xgboost.Booster``, ``XGBClassifier``,
+        ``XGBRegressor``, ``XGBRanker`` (and their subclasses).
+    leaf_map
+        Also return, for every IR node, the source's leaf id: LightGBM's leaf
+        index or XGBoost's node id (``-1`` at split nodes).
+
+    Returns
+    -------
+    TreeEnsemble, or ``(TreeEnsemble, ndarray)`` with ``leaf_map=True``.
+    """
+    frontend = find_frontend(model)
+    if frontend is _lightgbm:
+        ens, origin = _lightgbm_ir(model)
+    elif frontend is _xgboost:
+        ens, origin = _xgboost_ir(model)
+    else:
+        raise UnsupportedModelError(f"not a LightGBM or XGBoost model: {type(model).__module__}."
+                                    f"{type(model).__name__}")
+    ens = ens.validate()
+    return (ens, origin) if leaf_map else ens
+
+
+@register("Booster", "LGBMClassifier", "LGBMRegressor", "LGBMRanker", package="lightgbm")
+def _lightgbm(model) -> ir.TreeEnsemble:
+    return _lightgbm_ir(model)[0]
+
+
+@register("Booster", "XGBClassifier", "XGBRegressor", "XGBRanker", package="xgboost")
+def _xgboost(model) -> ir.TreeEnsemble:
+    return _xgboost_ir(model)[0]
