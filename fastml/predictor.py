@@ -131,10 +131,19 @@ class Predictor:
             wanted = ["onnxruntime"]
         else:
             wanted = ["native", "onnxruntime"]
+        failures: Dict[str, str] = {}
+        if backend == "auto" and self._estimator is not None and self.ir is not None \
+                and isinstance(ir.as_pipeline(self.ir).estimator, ir.TreeEnsemble):
+            # The ONNX export of a tree model is not the same model: skl2onnx drops
+            # scikit-learn's missing-value directions, onnxmltools rounds LightGBM's float64
+            # thresholds to float32; rows then reach other leaves. auto serves exact answers.
+            wanted = ["native"]
+            failures["onnxruntime"] = ("not considered by auto: the ONNX export of this tree model can "
+                                       "send rows to other leaves than the source (float32 thresholds, "
+                                       "missing-value directions); ask for backend='onnxruntime' to use it")
         kwargs = dict(n_threads=self.n_threads, device=device, onnx_model=self._onnx,
                       estimator=self._estimator, max_rows=max_rows)
         self._backends: Dict[str, Any] = {}
-        failures: Dict[str, str] = {}
         for name in wanted:
             try:
                 if name == "native":
@@ -160,7 +169,7 @@ class Predictor:
         if len(names) == 1:
             winners = [names[0]] * len(AUTO_SIZES)
             info["reason"] = (f"{requested!r} requested" if requested != "auto"
-                              else f"only {names[0]!r} can run this model")
+                              else f"auto: only {names[0]!r} is used (see 'unavailable' for the others)")
         else:
             method = "predict_proba" if self._has("predict_proba") else "predict"
             rng = np.random.default_rng(0)
