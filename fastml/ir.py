@@ -289,9 +289,15 @@ class TreeEnsemble:
 
     def validate(self) -> "TreeEnsemble":  # noqa: C901 - one check per rule, in order
         owner = self.name
-        if int(self.n_features) < 1:
-            raise self._bad(f"n_features must be >= 1, got {self.n_features}")
-        off = _ints_array("tree_offsets", self.tree_offsets, 1, owner)
+        if not isinstance(self.n_features, (int, np.integer)) or isinstance(self.n_features, bool) \
+                or self.n_features < 1:
+            raise self._bad(f"n_features must be >= 1 (an integer), got {self.n_features!r}")
+        for field in ("tree_offsets", "feature", "threshold", "left", "right", "missing_left", "value",
+                      "tree_target", "base_score", "split", "cat_offset", "cat_nwords", "cat_bits"):
+            v = getattr(self, field)
+            if v is not None and not isinstance(v, np.ndarray):
+                object.__setattr__(self, field, np.asarray(v))  # frozen below, so keep our own array
+        off = _ints_array("tree_offsets", self.tree_offsets, 1, owner).astype(np.int64)
         if off.shape[0] < 2:
             raise self._bad("an ensemble needs at least one tree")
         n = None
@@ -337,7 +343,7 @@ class TreeEnsemble:
                 raise self._bad(f"base_score has {b.shape[0]} values, expected n_targets={nt}")
         split = None
         if self.split is not None:
-            split = _ints_array("split", self.split, 1, owner)
+            split = _ints_array("split", self.split, 1, owner).astype(np.int64)
             if split.shape[0] != n:
                 raise self._bad(f"split has {split.shape[0]} entries, expected {n}")
         feat, left, right = arrays["feature"], arrays["left"], arrays["right"]
@@ -353,6 +359,7 @@ class TreeEnsemble:
                 i = int(bad[0])
                 raise self._bad(what(i), int(tree_of[i]), int(local[i]))
 
+        first(left < -1, lambda i: f"left child {left[i]} (a leaf has -1)")
         first(is_leaf & (right != -1), lambda i: f"a leaf (left = -1) must have right = -1, got {right[i]}")
         first(~is_leaf & ((left >= size) | (right < 0) | (right >= size)),
               lambda i: f"child out of range: left {left[i]}, right {right[i]} in a tree of {size[i]} nodes")
@@ -360,7 +367,7 @@ class TreeEnsemble:
               lambda i: f"feature id {feat[i]} out of range [0, {self.n_features})")
         first(~is_leaf & (left == right), lambda i: f"both children are node {left[i]}")
         if split is not None:
-            first(~is_leaf & (split > SPLIT_MEMBER), lambda i: f"unknown split kind {split[i]}")
+            first(~is_leaf & ((split < 0) | (split > SPLIT_MEMBER)), lambda i: f"unknown split kind {split[i]}")
             member = ~is_leaf & (split == SPLIT_MEMBER)
         else:
             member = np.zeros(n, dtype=bool)
@@ -376,8 +383,9 @@ class TreeEnsemble:
                 raise self._bad(f"cat_bits must be 1-D uint32, got {bits.dtype} {bits.shape}")
             if co.shape[0] != n or cw.shape[0] != n:
                 raise self._bad("cat_offset and cat_nwords need one entry per node")
-            first(member & ((co < 0) | (cw < 1) | (co + cw > bits.shape[0])),
-                  lambda i: f"category set [{co[i]}, {co[i] + cw[i]}) outside cat_bits of {bits.shape[0]} words")
+            first(member & ((co < 0) | (cw < 1) | (cw > bits.shape[0]) | (co > bits.shape[0] - cw)),
+                  lambda i: f"category set [{int(co[i])}, {int(co[i]) + int(cw[i])}) outside cat_bits "
+                            f"of {bits.shape[0]} words")
         # every node of a tree is reached exactly once from its root: no cycles,
         # no shared children, nothing unreachable
         parents = np.zeros(n, dtype=np.int64)
@@ -409,8 +417,11 @@ class TreeEnsemble:
             raise self._bad(f"unknown post {self.post!r}, expected one of {TREE_POSTS}")
         if self.predict_rule not in PREDICT_RULES:
             raise self._bad(f"unknown predict_rule {self.predict_rule!r}, expected one of {PREDICT_RULES}")
-        if self.post == "isolation" and len(self.post_params) != 2:
-            raise self._bad("post 'isolation' needs post_params (denominator, offset)")
+        if self.post == "isolation":
+            pp = tuple(self.post_params)
+            if len(pp) != 2 or not all(np.isfinite(pp)) or pp[0] == 0:
+                raise self._bad(f"post 'isolation' needs post_params (denominator, offset), finite, "
+                                f"denominator != 0; got {pp}")
         if self.is_classifier:
             if self.classes is None:
                 raise self._bad("a classifier needs classes")
@@ -418,6 +429,8 @@ class TreeEnsemble:
             k = classes.shape[0] if classes.ndim == 1 else 0
             if k < 2 or len(np.unique(classes)) != k:
                 raise self._bad(f"classes must be 1-D, unique and at least 2, got {classes!r}")
+            if self.predict_rule in ("ge0", "gt0") and k != 2:
+                raise self._bad(f"predict_rule {self.predict_rule!r} needs 2 classes, got {k}")
             one = self.predict_rule in ("ge0", "gt0") or (self.post == "logistic" and nt == 1)
             if nt != (1 if one else k):
                 raise self._bad(f"{k} classes with rule {self.predict_rule!r} and post {self.post!r} "
@@ -434,8 +447,11 @@ class TreeEnsemble:
                 raise self._bad(f"predict_rule {self.predict_rule!r} is for classifiers")
             if self.flat and nt != 1:
                 raise self._bad("a flat (1-D) regressor has exactly one target")
-        for a in (off, thr, ml, val, self.feature, self.left, self.right):
-            _frozen(np.asarray(a))
+            if (self.predict_rule == "isolation") != (self.post == "isolation"):
+                raise self._bad("predict_rule 'isolation' and post 'isolation' go together")
+        _frozen(*(a for a in (self.tree_offsets, self.feature, self.threshold, self.left, self.right,
+                              self.missing_left, self.value, self.tree_target, self.base_score, self.split,
+                              self.cat_offset, self.cat_nwords, self.cat_bits) if a is not None))
         return self
 
 

@@ -4,8 +4,9 @@ Every malformed model must be refused with ``InvalidModelError`` before a
 kernel sees it, and the message must say where: ``tree T node N`` for a
 per-node rule (the node id is the tree-local one, as ``apply`` returns).
 
-Gaps found in ``validate()`` are marked ``xfail(strict=True)`` with the
-reason, so the suite fails the day one is fixed and the mark must go.
+The gaps these tests first found in ``validate()`` (an int64 overflow in the
+category-set bound, arrays left writeable, unsigned offsets, negative split
+kinds) are fixed; their tests now pass.
 """
 from __future__ import annotations
 
@@ -111,13 +112,6 @@ def test_arrays_are_frozen_after_validate():
             a[0] = a[1]
 
 
-_NOT_FROZEN = ("validate() freezes tree_offsets, feature, threshold, left, right, missing_left, value "
-               "and classes, but not split, cat_offset, cat_nwords, cat_bits, tree_target or "
-               "base_score: changing cat_offset after validate() makes the kernel read cat_bits out "
-               "of bounds (fastml/backends/_tree_plan.py passes est.cat_offset through unchanged)")
-
-
-@pytest.mark.xfail(strict=True, reason=_NOT_FROZEN)
 @pytest.mark.parametrize("name", ["split", "cat_offset", "cat_nwords", "cat_bits", "tree_target",
                                   "base_score"])
 def test_optional_arrays_are_frozen_after_validate(name):
@@ -175,14 +169,6 @@ def test_tree_offsets_must_rise_from_zero_to_the_node_count(offsets):
     _refused(_model(tree_offsets=np.array(offsets)), "tree_offsets must rise strictly")
 
 
-_UNSIGNED_OFFSETS = ("validate() takes np.diff of tree_offsets in its own dtype: unsigned offsets "
-                     "that fall (uint8 [0, 200, 8]) wrap around to a positive step and pass the "
-                     "'rise strictly' check, and the next step fails with numpy's untyped "
-                     "ValueError (shapes (8,) and (264,) do not broadcast); uint64 offsets fail "
-                     "with an untyped TypeError from astype")
-
-
-@pytest.mark.xfail(strict=True, raises=(ValueError, TypeError), reason=_UNSIGNED_OFFSETS)
 @pytest.mark.parametrize("offsets", [np.array([0, 200, 8], dtype=np.uint8),
                                      np.array([0, 5, 8], dtype=np.uint64)])
 def test_unsigned_tree_offsets_give_a_typed_error(offsets):
@@ -272,12 +258,6 @@ def test_unknown_split_kind(kind):
     _refused(_at("split", 2, kind), "tree 0 node 2", f"unknown split kind {kind}")
 
 
-_NEGATIVE_SPLIT = ("validate() only refuses split kinds > SPLIT_MEMBER: a signed split array with "
-                   "-1 passes, and then means nothing (tests/reference_trees.py raises ValueError, "
-                   "fastml/backends/_tree_plan.py casts it to uint8 255 and treats it as <=)")
-
-
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=_NEGATIVE_SPLIT)
 def test_negative_split_kind():
     split = np.array(_parts()["split"], dtype=np.int8)
     split[2] = -1
@@ -341,13 +321,6 @@ def test_category_arrays_at_other_nodes_are_not_checked():
     _at("cat_offset", 2, 10**6).validate()  # node 2 is a '<' split: its set is never read
 
 
-_CAT_OVERFLOW = ("validate() checks cat_offset + cat_nwords > len(cat_bits) in int64; "
-                 "cat_offset = 2**63 - 1 with cat_nwords = 1 wraps to a negative sum and passes, "
-                 "and fastml/backends/_tree_plan.py hands that offset to the kernel (an "
-                 "out-of-bounds read); the check should be cat_offset > len(cat_bits) - cat_nwords")
-
-
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=_CAT_OVERFLOW)
 def test_category_offset_that_overflows():
     _refused(_at("cat_offset", 5, 2**63 - 1), "tree 1 node 0", "outside cat_bits")
 
