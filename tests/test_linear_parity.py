@@ -33,31 +33,17 @@ ROUTE_TOL = {"native": NATIVE_TOL, "onnxruntime": FLOAT32_TOL, "file-native": FL
              "file-onnxruntime": FLOAT32_TOL}
 
 _NORMALIZER_MAX = (
-    "skl2onnx writes Normalizer(norm='max') as ONNX Normalizer MAX, which divides by the signed row "
-    "maximum, not max|x| as scikit-learn: fastml's onnxruntime backend returns wrong values (e.g. "
-    "-3647.3 where scikit-learn predicts -108.3) and Predictor.save writes a graph that does not "
-    "compute the model; fastml should refuse it or export Abs+ReduceMax")
-_NORMALIZER_ZERO_ROWS = (
-    "fastml/backends/ort.py exports a float64 graph for float64 input; skl2onnx writes Normalizer "
-    "there as Reduce + Div without scikit-learn's zero-norm guard, so an all-zero row gives NaN "
-    "probabilities and scores (scikit-learn leaves the row at zero); the float32 graph is right")
-_PROBA_TIES = (
-    "fastml/backends/ort.py OrtBackend.predict returns the graph's label output, the argmax of the "
-    "probabilities, unless it holds the scikit-learn estimator and proba == 'modified_huber'; on an "
-    "ONNX file, modified_huber probabilities clip to 0/1 and tie, so the first tied class is returned "
-    "where scikit-learn takes the argmax of decision_function (rows with score margins of 10-20 differ)")
+    "Predictor.save writes Normalizer(norm='max') as Abs + ReduceMax + a zero-norm guard "
+    "(Less + Where, scikit-learn's _handle_zeros_in_scale) + Div; converters/onnx_import.py "
+    "(from_onnx) does not read the guard, so Predictor(path, backend='native') refuses the file")
 
 
 def _known_bug(name: str, route: str, dtype, method: str) -> Optional[str]:
     """Why this combination fails today, or None."""
-    if "Normalizer(max)" in name and (route == "file-native" or (route != "native" and method == "predict")):
-        # file-native: from_onnx rightly refuses the graph, so Predictor(path) fails
+    if "Normalizer(max)" in name and (route == "file-native"
+                                      or (route == "file-onnxruntime" and method == "predict")):
+        # file-onnxruntime: the test of the third edge builds the file-native Predictor too
         return _NORMALIZER_MAX
-    if (route == "onnxruntime" and dtype == np.float64 and name.startswith("Normalizer(l1)")
-            and method in ("predict_proba", "decision_function")):
-        return _NORMALIZER_ZERO_ROWS  # Case.inputs has all-zero rows; predict's label is right by luck
-    if route == "file-onnxruntime" and method == "predict" and name == "SGD(modified_huber) 3 classes":
-        return _PROBA_TIES
     return None
 
 
@@ -374,10 +360,6 @@ def _unscaled_sgd_log_loss():
     return SGDClassifier(loss="log_loss", random_state=0).fit(X, y), X
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fastml's onnxruntime backend (float32 skl2onnx graph) computes one-vs-rest sigmoids in float32: "
-    "for rows whose scores are all below about -88 every sigmoid underflows to 0 and the graph returns "
-    "uniform 1/3 probabilities where scikit-learn (float64) returns e.g. [1e-67, 8e-40, 1.0]"))
 def test_onnxruntime_float32_probabilities_underflow():
     est, X = _unscaled_sgd_log_loss()
     X = X.astype(np.float32)
@@ -395,11 +377,6 @@ def test_native_handles_the_same_saturated_scores_exactly():
         np.testing.assert_array_equal(nat.predict(Xd), est.predict(Xd))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fastml/backends/ort.py OrtBackend.predict returns skl2onnx's label output (argmax of the "
-    "probabilities) for log_loss models: saturated one-vs-rest sigmoids round to 1.0 and tie, so the "
-    "first tied class is returned where scikit-learn takes the argmax of decision_function "
-    "(e.g. scores [133.6, 156.9, -602.8]: scikit-learn 2, fastml -1)"))
 def test_onnxruntime_labels_follow_scores_not_tied_probabilities():
     est, X = _unscaled_sgd_log_loss()
     ort = Predictor(est, backend="onnxruntime")
@@ -409,7 +386,6 @@ def test_onnxruntime_labels_follow_scores_not_tied_probabilities():
     assert_same_labels(got, est.predict(X), margins=m, below=FLOAT32_TOL.atol * magnitude(est, X))
 
 
-@pytest.mark.xfail(strict=True, reason=_NORMALIZER_ZERO_ROWS)
 @pytest.mark.parametrize("norm", ["l1", "l2"])
 def test_onnxruntime_float64_normalizer_leaves_zero_rows_at_zero(norm):
     from sklearn.datasets import load_iris
