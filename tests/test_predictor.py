@@ -180,17 +180,8 @@ def test_nonfinite_input_is_refused_without_runtime_warnings(zoo):
             zoo.predictor("Normalizer(l1)+LogisticRegression binary", "native").predict(X)
 
 
-_PREPROCESSING_OVERFLOW = (
-    "fastml/backends/ort.py OrtBackend._call judges only the caller's X: when X is finite but "
-    "float32 preprocessing overflows (StandardScaler on 3.4e38), scikit-learn's estimator refuses "
-    "the transformed X ('Input X contains infinity or a value too large for dtype('float32')') "
-    "while the onnxruntime backend returns [nan] / [[nan, nan]] without an error")
-
-
 @pytest.mark.parametrize("method", METHODS)
-def test_overflow_inside_preprocessing_is_refused_like_sklearn(zoo, backend, method, request):
-    if backend == "onnxruntime":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=_PREPROCESSING_OVERFLOW))
+def test_overflow_inside_preprocessing_is_refused_like_sklearn(zoo, backend, method):
     case = zoo.case("SGD(modified_huber) binary")  # StandardScaler + SGDClassifier
     X = np.full((1, 6), np.finfo(np.float32).max, dtype=np.float32)
     words = "Input X contains infinity or a value too large for dtype('float32')"
@@ -522,14 +513,8 @@ _SAVE_CASES = ("LogisticRegression binary", "LogisticRegression 10 classes", "Li
 
 
 @pytest.mark.parametrize("name", _SAVE_CASES)
-def test_save_then_load_round_trip(zoo, name, tmp_path, backend, request):
+def test_save_then_load_round_trip(zoo, name, tmp_path, backend):
     import onnx
-
-    if name == "SGD(modified_huber) 3 classes" and backend == "onnxruntime":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "fastml/backends/ort.py predict returns the graph's label output, the argmax of "
-            "modified_huber probabilities that clip and tie: ~20% of labels differ from "
-            "scikit-learn's argmax of the scores")))
 
     case = zoo.case(name)
     original = Predictor(case.est, backend="native")
