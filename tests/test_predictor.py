@@ -494,15 +494,16 @@ def test_auto_picks_the_faster_backend_by_its_own_timings(iris_logreg):
 
 
 def test_auto_says_why_a_backend_is_unavailable(zoo):
-    # fastml's native ONNX reader refuses ONNX Normalizer MAX (it is not scikit-learn's max norm)
+    # fastml's native ONNX reader does not read the zero-norm guard (Less + Where) that
+    # to_onnx writes around Normalizer(max)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = Predictor(zoo.onnx_path("Normalizer(max)+Ridge"))
     info = p.backend_info
     assert p.backend == info["backend"] == "onnxruntime"
-    assert info["reason"] == "only 'onnxruntime' can run this model"
+    assert info["reason"] == "auto: only 'onnxruntime' is used (see 'unavailable' for the others)"
     assert info["unavailable"]["native"].startswith("UnsupportedModelError")
-    assert "MAX" in info["unavailable"]["native"]
+    assert "Less" in info["unavailable"]["native"] and "not supported" in info["unavailable"]["native"]
 
 
 # --------------------------------------------------------------------------- save / load
