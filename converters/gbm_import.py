@@ -103,6 +103,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -246,12 +247,26 @@ def _lgb_parse(text: str) -> Tuple[dict, List[dict]]:
     return header, trees
 
 
+def _numbers(tree: dict, key: str, dtype) -> np.ndarray:
+    # numpy's text parser (C strtod/strtoll: correctly rounded, like float()); callers
+    # check the counts against num_leaves
+    text = tree.get(key, "")
+    if not text.strip():
+        return np.zeros(0, dtype)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return np.fromstring(text, dtype=dtype, sep=" ")
+    except ValueError:
+        raise InvalidModelError(f"LightGBM tree: {key} holds values that are not numbers") from None
+
+
 def _floats(tree: dict, key: str) -> np.ndarray:
-    return np.array([float(v) for v in tree.get(key, "").split()], dtype=np.float64)
+    return _numbers(tree, key, np.float64)
 
 
 def _ints(tree: dict, key: str) -> np.ndarray:
-    return np.array([int(v) for v in tree.get(key, "").split()], dtype=np.int64)
+    return _numbers(tree, key, np.int64)
 
 
 def _lgb_numeric(mtype: int, default_left: bool, t: float):
@@ -319,6 +334,40 @@ def _narrow(boxes: dict, feature: int, kind: int, thr: float, miss: bool, left: 
     return out
 
 
+def _lgb_tree_vectorized(feat, thr, dt, lc, rc, leaf_value) -> Optional[dict]:
+    """``_lgb_tree`` in numpy for the common tree: numerical splits only, none of which
+    needs the zero-as-missing rewrite (the same rules as ``_lgb_numeric``, on arrays).
+    Node ids: split ``i`` is ``i``, leaf ``j`` is ``L - 1 + j``. None when it does not apply."""
+    if np.any(dt & 1):
+        return None
+    z = K_ZERO
+    mtype, dleft = (dt >> 2) & 3, (dt & 2) != 0
+    band = (-z <= thr) & (thr <= z)
+    zero = mtype == 1
+    if np.any(zero & ~band & ((thr > z) != dleft)):
+        return None  # a split that needs the three-node rewrite
+    neg_band = (-z <= thr) & (thr < 0.0)
+    pos_band = (0.0 <= thr) & (thr <= z)
+    kind = np.where(neg_band, ir.SPLIT_LT, ir.SPLIT_LEQ)
+    t = np.where(neg_band, -z, np.where(pos_band, z, thr))
+    miss = np.where(mtype == 2, dleft, 0.0 <= thr)
+    # Zero missing type: inside the band the default side decides; outside, the threshold
+    kind = np.where(zero & band, np.where(dleft, ir.SPLIT_LEQ, ir.SPLIT_LT), np.where(zero, ir.SPLIT_LEQ, kind))
+    t = np.where(zero & band, np.where(dleft, z, -z), np.where(zero, thr, t))
+    miss = np.where(zero, dleft, miss)
+    n_int, L = feat.shape[0], leaf_value.shape[0]
+    n = n_int + L
+    node = lambda c: np.where(c >= 0, c, n_int + ~c)  # noqa: E731
+    pad = lambda a, fill, dtype: np.concatenate([a.astype(dtype), np.full(L, fill, dtype)])  # noqa: E731
+    value = np.zeros((n, 1))
+    value[n_int:, 0] = leaf_value
+    return dict(feature=pad(feat, -1, np.int64), threshold=pad(t, 0.0, np.float64),
+                left=pad(node(lc), -1, np.int64), right=pad(node(rc), -1, np.int64),
+                missing_left=pad(miss, False, bool), split=pad(kind, 0, np.uint8), value=value,
+                origin=np.concatenate([np.full(n_int, -1, np.int64), np.arange(L, dtype=np.int64)]),
+                cat={})
+
+
 def _lgb_tree(tree: dict, scale: float) -> dict:
     L = int(tree["num_leaves"])
     leaf_value = _floats(tree, "leaf_value") * scale
@@ -338,9 +387,14 @@ def _lgb_tree(tree: dict, scale: float) -> dict:
                     ("left_child", lc), ("right_child", rc)):
         if a.shape[0] != n_int:
             raise InvalidModelError(f"LightGBM tree has {L} leaves but {a.shape[0]} {name} entries")
-    for c in np.concatenate([lc, rc]):
-        if not -L <= c < n_int:
-            raise InvalidModelError(f"LightGBM tree: child {c} out of range for {L} leaves")
+    children = np.concatenate([lc, rc])
+    bad = children[(children < -L) | (children >= n_int)]
+    if bad.size:
+        raise InvalidModelError(f"LightGBM tree: child {bad[0]} out of range for {L} leaves")
+
+    fast = _lgb_tree_vectorized(feat, thr, dt, lc, rc, leaf_value)
+    if fast is not None:
+        return fast
 
     def child(c: int, copy: bool) -> int:
         """IR id of source child ``c``: its own id, or a fresh one inside a copy."""

@@ -45,19 +45,21 @@ def _bfs_order(est: ir.TreeEnsemble):
     glob_left = np.where(is_leaf, -1, left + off[tree_of])
     glob_right = np.where(is_leaf, -1, right + off[tree_of])
 
-    seq = np.empty(n, dtype=np.int64)   # order of discovery
     level = np.empty(n, dtype=np.int64)
+    found = []                         # nodes in order of discovery, level by level
     frontier = off[:-1].copy()         # roots, in tree order
-    count, depth = 0, 0
+    depth = 0
     while frontier.size:
-        seq[frontier] = np.arange(count, count + frontier.size)
+        found.append(frontier)
         level[frontier] = depth
-        count += frontier.size
         inner = frontier[~is_leaf[frontier]]
         # children as adjacent (left, right) pairs, parents in frontier order
         frontier = np.column_stack([glob_left[inner], glob_right[inner]]).reshape(-1)
         depth += 1
-    order = np.lexsort((seq, level, tree_of))    # plan position -> IR node
+    found = np.concatenate(found)
+    # plan position -> IR node: by tree, then level, then discovery (a stable sort keeps it)
+    key = tree_of[found] * depth + level[found]
+    order = found[np.argsort(key, kind="stable")]
     pos = np.empty(n, dtype=np.int64)
     pos[order] = np.arange(n)
     return order, pos, level, tree_of, glob_left, is_leaf
