@@ -183,10 +183,14 @@ class ForestNative(_Native):
         self._classes = est.classes
         self._scan = not (est.allow_nan and est.allow_inf)
         self._cmp_dtype = np.dtype(np.float32) if est.compare == "float32" else None
+        deep = self._plan.max_depth > _LOCKSTEP_MAX
         self.info = {"kernel": f"trees: {est.n_trees} trees, {est.n_nodes} nodes, max depth "
-                               f"{self._plan.max_depth}, "
-                               + ("walk to leaf (deep trees)" if self._plan.max_depth > _LOCKSTEP_MAX
-                                  else "lockstep walks of 8 rows (batches) / 8 trees (single rows)"),
+                               f"{self._plan.max_depth}; "
+                               + ("rows walk each tree to its leaf (trees deeper than "
+                                  f"{_LOCKSTEP_MAX} levels)" if deep else
+                                  "single rows walk 16 trees in lockstep; batches walk each tree "
+                                  "with 8 rows in lockstep (2 x 16 rows in AVX-512 lanes for "
+                                  "float32 input where the CPU has AVX-512)"),
                      "compare": est.compare, "n_threads": self._nt}
 
     def _refusal(self, found: int, Z: np.ndarray):
