@@ -215,11 +215,11 @@ class Predictor:
 
     def _call(self, method: str, X):
         # a model known only as an ONNX graph: the onnxruntime backend decides
-        if self.ir is not None and not self._has(method):
+        if method not in self._methods and self.ir is not None:
             est = ir.as_pipeline(self.ir).estimator
             what = " is a regressor and" if method == "decision_function" and not est.is_classifier else ""
             raise MethodUnavailableError(f"{est.name}{what} has no {method}")
-        return getattr(self._pick(X), method)(X)
+        return getattr(self._small if self._single else self._pick(X), method)(X)
 
     # ------------------------------------------------------------------ scikit-learn API
     def predict(self, X) -> np.ndarray:

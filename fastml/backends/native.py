@@ -182,6 +182,11 @@ class ForestNative(_Native):
         self._methods = est.methods()
         self._classes = est.classes
         self._scan = not (est.allow_nan and est.allow_inf)
+        # (output width, column of the raw score, kernel transform) of predict_proba
+        self._proba = None
+        if "predict_proba" in self._methods:
+            self._proba = ((2, 1, _trees.POST_LOGISTIC2) if est.post == "logistic" and self._T == 1
+                           else (self._T, 0, _POSTS[est.post]))
         self._cmp_dtype = np.dtype(np.float32) if est.compare == "float32" else None
         deep = self._plan.max_depth > _LOCKSTEP_MAX
         self.info = {"kernel": f"trees: {est.n_trees} trees, {est.n_nodes} nodes, max depth "
@@ -240,11 +245,10 @@ class ForestNative(_Native):
         return self._plan.local_id.take(lv)
 
     def predict_proba(self, X) -> np.ndarray:
-        self._need("predict_proba")
-        post = self._est.post
-        if post == "logistic" and self._T == 1:
-            return self._raw(X, 2, col=1, post=_trees.POST_LOGISTIC2)[0]
-        return self._raw(X, self._T, post=_POSTS[post])[0]
+        if self._proba is None:
+            self._need("predict_proba")
+        width, col, post = self._proba
+        return self._raw(X, width, col, post=post)[0]
 
     def score_samples(self, X) -> np.ndarray:
         self._need("score_samples")
