@@ -167,10 +167,6 @@ def test_nan_and_inf_are_refused_through_pipelines(zoo, name, backend, kind):
         zoo.predictor(name, backend).predict(X)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fastml/backends/native.py NativeBackend._run runs the Normalizer before it looks for NaN/inf: "
-    "an infinite input emits 'RuntimeWarning: invalid value encountered in divide' (native.py, "
-    "`X /= norms[:, None]`) before the InputError; scikit-learn validates first and warns nothing"))
 def test_nonfinite_input_is_refused_without_runtime_warnings(zoo):
     X = zoo.case("Normalizer(l1)+LogisticRegression binary").inputs(np.float64, n=10)
     X[4, 1] = np.inf

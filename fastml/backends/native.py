@@ -90,11 +90,24 @@ class _Native:
         self._nt = max(1, int(n_threads))
         self._max_rows = max_rows
         self._direct = not self._steps and max_rows is None
+        # what the input may hold before the steps run: scikit-learn's scalers pass NaN
+        # and refuse inf, a Normalizer refuses both; a linear model refuses both
+        est = pipe.estimator
+        steps_pass_nan = all(isinstance(s, ir.Scaler) for s in pipe.steps)
+        self._pre_nan = bool(getattr(est, "allow_nan", False)) and steps_pass_nan
+        self._pre_inf = bool(getattr(est, "allow_inf", False)) and not pipe.steps
 
     def _prepare(self, X):
-        """(X checked, X after the steps): the second is a copy when there are steps."""
+        """(X checked, X after the steps): the second is a copy when there are steps.
+        Non-finite values the pipeline refuses are refused before the steps run (as
+        scikit-learn validates first), so no step warns about them."""
         X = Z = check_input(X, self._nf, self._owner, max_rows=self._max_rows)
         if self._steps:
+            if not self._pre_nan and np.isnan(X).any():
+                raise InputError(f"{self._owner}: Input X contains NaN.")
+            if not self._pre_inf and np.isinf(X).any():
+                raise InputError(f"{self._owner}: Input X contains infinity or a value too large for "
+                                 f"dtype('{X.dtype}').")
             Z = X.copy()  # never write into the caller's array
             for step in self._steps:
                 Z = step(Z)
