@@ -541,6 +541,31 @@ def _cols_div_rowsum(r, node, cols: _Cols, m: _Mark):
 
 
 # SGDClassifier's guard: p / sum(p), or 1/K where sum(p) == 0. Each step is a _Mark on p.
+_NORM_MARKS = ("feat_l1", "feat_l2", "feat_max")
+#: scikit-learn's zero-norm threshold (``_handle_zeros_in_scale``): 10 eps of the dtype
+_TINY = (10 * float(np.finfo(np.float32).eps), 10 * float(np.finfo(np.float64).eps))
+
+
+def _norm_small(r, node, norm: _Mark, c: _Const):
+    """``Less(norm, 10 eps)``: the rows whose norm scikit-learn treats as zero."""
+    if norm.tag not in _NORM_MARKS:
+        raise _unsupported(node, f"no pattern for Less on {norm.tag}")
+    tiny = _scalar(node, c, "zero-norm threshold")
+    if not any(tiny == t or tiny == float(np.float32(t)) for t in _TINY):
+        raise _unsupported(node, f"zero-norm threshold {tiny!r} is not scikit-learn's 10 * eps")
+    return _Mark("small:" + norm.tag, norm)
+
+
+def _h_where(r, node, args):
+    """``Where(norm < 10 eps, 1, norm)``: scikit-learn's zero-norm guard, the norm it guards."""
+    cond, one, norm = args
+    if not (isinstance(cond, _Mark) and cond.tag.startswith("small:") and cond.ref is norm):
+        raise _unsupported(node, "only the zero-norm guard Where(norm < 10 eps, 1, norm) is supported")
+    if _scalar(node, one, "value for zero norms") != 1.0:
+        raise _unsupported(node, "the zero-norm guard must use 1 for zero norms")
+    return [norm]
+
+
 def _guard_add(r, node, cols: _Cols, m: _Mark):
     if m.ref is not cols:
         raise _unsupported(node, "zero guard of a different tensor")
@@ -575,6 +600,7 @@ _BINARY: Dict[Tuple[str, str, str], Callable] = {
     ("Div", "feat", "feat_l1"): _feat_normalize,
     ("Div", "feat", "feat_l2"): _feat_normalize,
     ("Div", "feat", "feat_max"): _feat_normalize,
+    **{("Less", tag, "const"): _norm_small for tag in ("feat_l1", "feat_l2", "feat_max")},
     ("Add", "cols", "const"): _cols_const,
     ("Mul", "cols", "const"): _cols_const,
     ("Div", "cols", "const"): _cols_const,
@@ -958,7 +984,8 @@ def _h_lp_normalization(r, node, args):
 
 # (domain, op_type) -> (handler, fewest inputs, most inputs); the first `fewest` must be present
 _HANDLERS: Dict[Tuple[str, str], Tuple[Callable, int, int]] = {
-    **{("", op): (_h_binary, 2, 2) for op in ("Add", "Sub", "Mul", "Div")},
+    **{("", op): (_h_binary, 2, 2) for op in ("Add", "Sub", "Mul", "Div", "Less")},
+    ("", "Where"): (_h_where, 3, 3),
     **{("", op): (_h_unary, 1, 1) for op in ("Sigmoid", "Exp", "Reciprocal", "Abs", "Sqrt", "Not")},
     **{("", op): (_h_reduce, 1, 2) for op in ("ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceMax")},
     ("", "MatMul"): (_h_matmul, 2, 2),

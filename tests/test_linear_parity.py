@@ -32,18 +32,8 @@ METHODS = ("predict", "predict_proba", "decision_function")
 ROUTE_TOL = {"native": NATIVE_TOL, "onnxruntime": FLOAT32_TOL, "file-native": FLOAT32_TOL,
              "file-onnxruntime": FLOAT32_TOL}
 
-_NORMALIZER_MAX = (
-    "Predictor.save writes Normalizer(norm='max') as Abs + ReduceMax + a zero-norm guard "
-    "(Less + Where, scikit-learn's _handle_zeros_in_scale) + Div; converters/onnx_import.py "
-    "(from_onnx) does not read the guard, so Predictor(path, backend='native') refuses the file")
-
-
 def _known_bug(name: str, route: str, dtype, method: str) -> Optional[str]:
-    """Why this combination fails today, or None."""
-    if "Normalizer(max)" in name and (route == "file-native"
-                                      or (route == "file-onnxruntime" and method == "predict")):
-        # file-onnxruntime: the test of the third edge builds the file-native Predictor too
-        return _NORMALIZER_MAX
+    """Why this combination fails today, or None (none does at the moment)."""
     return None
 
 

@@ -489,17 +489,23 @@ def test_auto_picks_the_faster_backend_by_its_own_timings(iris_logreg):
     assert_close(p.predict_proba(X), est.predict_proba(X), FLOAT32_TOL, magnitude(est, X))
 
 
-def test_auto_says_why_a_backend_is_unavailable(zoo):
-    # fastml's native ONNX reader does not read the zero-norm guard (Less + Where) that
-    # to_onnx writes around Normalizer(max)
+def test_auto_says_why_a_backend_is_unavailable(tmp_path):
+    # fastml's native backend has no kernel SVMs yet; ONNX Runtime runs skl2onnx's SVMClassifier
+    import skl2onnx
+    from sklearn.svm import SVC
+
+    X, y = iris()
+    path = tmp_path / "svc.onnx"
+    path.write_bytes(skl2onnx.to_onnx(SVC().fit(X, y), X[:1].astype(np.float32),
+                                      options={"zipmap": False}).SerializeToString())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = Predictor(zoo.onnx_path("Normalizer(max)+Ridge"))
+        p = Predictor(str(path))
     info = p.backend_info
     assert p.backend == info["backend"] == "onnxruntime"
     assert info["reason"] == "auto: only 'onnxruntime' is used (see 'unavailable' for the others)"
     assert info["unavailable"]["native"].startswith("UnsupportedModelError")
-    assert "Less" in info["unavailable"]["native"] and "not supported" in info["unavailable"]["native"]
+    assert "SVMClassifier" in info["unavailable"]["native"]
 
 
 # --------------------------------------------------------------------------- save / load
