@@ -176,9 +176,12 @@ static void fm_linear_transform(double *s, ptrdiff_t n, ptrdiff_t T, int kind, d
         }
         for (ptrdiff_t k = 0; k < nT; k++) p[k] = fm_exp_f64(p[k]);   /* one flat SIMD pass */
         for (ptrdiff_t i = 0; i < n; i++) {
+            /* one division per row, not per class: divisions are the slow part of the
+             * transform; the product is within an ulp of the quotient */
             double *q = p + i * T, sum = 0.0;
             for (ptrdiff_t t = 0; t < T; t++) sum += q[t];
-            for (ptrdiff_t t = 0; t < T; t++) q[t] /= sum;
+            double inv = 1.0 / sum;
+            for (ptrdiff_t t = 0; t < T; t++) q[t] *= inv;
         }
         break;
     case FM_LOGISTIC_BINARY:
