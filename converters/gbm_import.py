@@ -185,32 +185,25 @@ class _Tree:
 
 
 def _ensemble(trees: List[dict], n_features: int, **kw) -> Tuple[ir.TreeEnsemble, np.ndarray]:
+    """The IR of the trees, and each node's id in the source library (``origin``)."""
     sizes = [len(t["feature"]) for t in trees]
-    offsets = np.zeros(len(trees) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    cat = {k: np.concatenate([t[k] for t in trees]) for k in
-           ("feature", "threshold", "left", "right", "missing_left", "split", "value", "origin")}
-    n = int(offsets[-1])
-    extra = {}
     if any(t["cat"] for t in trees):
+        n = sum(sizes)
         cat_offset = np.zeros(n, np.int64)
         cat_nwords = np.zeros(n, np.int32)
         words: List[np.ndarray] = []
-        pos = 0
-        for t, base in zip(trees, offsets[:-1]):
+        pos = base = 0
+        for t, size in zip(trees, sizes):
             for nid, bits in sorted(t["cat"].items()):
                 cat_offset[base + nid], cat_nwords[base + nid] = pos, len(bits)
                 words.append(bits)
                 pos += len(bits)
-        extra = dict(cat_offset=cat_offset, cat_nwords=cat_nwords,
-                     cat_bits=np.concatenate(words).astype(np.uint32), cat_exact=False)
-    ens = ir.TreeEnsemble(
-        n_features=int(n_features), tree_offsets=offsets,
-        feature=cat["feature"].astype(np.int32), threshold=cat["threshold"].astype(np.float64),
-        left=cat["left"].astype(np.int32), right=cat["right"].astype(np.int32),
-        missing_left=cat["missing_left"].astype(bool), value=cat["value"],
-        split=cat["split"].astype(np.uint8), **extra, **kw)
-    return ens, cat["origin"]
+            base += size
+        kw.update(cat_offset=cat_offset, cat_nwords=cat_nwords,
+                  cat_bits=np.concatenate(words).astype(np.uint32), cat_exact=False)
+    split = np.concatenate([t["split"] for t in trees]).astype(np.uint8)
+    ens = ir.TreeEnsemble.from_trees(trees, n_features, split=split, **kw)
+    return ens, np.concatenate([t["origin"] for t in trees])
 
 
 def _bitset(categories) -> np.ndarray:

@@ -754,12 +754,17 @@ def _single_target_leaves(node, f: _Forest) -> None:
                                  f"which ONNX Runtime adds as the leaf's value; expected a weight or nodes_values 0")
 
 
-def _h_tree_regressor(r, node, args):
-    feat = _input(node, args)
+def _n_targets(node) -> int:
     n_targets = _attr(node, "n_targets", AttributeProto.INT)
     if n_targets is None:
         raise _invalid(node, "attribute 'n_targets' is missing")
     _count(node, "n_targets", n_targets)
+    return n_targets
+
+
+def _h_tree_regressor(r, node, args):
+    feat = _input(node, args)
+    n_targets = _n_targets(node)
     aggregate = _attr(node, "aggregate_function", AttributeProto.STRING, "SUM")
     if aggregate not in _AGGREGATES_V3:
         raise _invalid(node, f"attribute 'aggregate_function' = {aggregate!r}, expected one of {_AGGREGATES_V3}")
@@ -776,10 +781,7 @@ def _h_tree_regressor(r, node, args):
 
 def _h_tree_ensemble(r, node, args):
     feat = _input(node, args)
-    n_targets = _attr(node, "n_targets", AttributeProto.INT)
-    if n_targets is None:
-        raise _invalid(node, "attribute 'n_targets' is missing")
-    _count(node, "n_targets", n_targets)
+    n_targets = _n_targets(node)
     agg = _attr(node, "aggregate_function", AttributeProto.INT, 1)
     if agg not in _AGGREGATES_V5:
         raise _invalid(node, f"attribute 'aggregate_function' = {agg}, expected 0 (AVERAGE) to 3 (MAX)")

@@ -43,21 +43,12 @@ def _concat(trees: List[dict], n_features: int, cat_bits: Optional[List[np.ndarr
     """One IR from per-tree node arrays. Trees with set-membership splits also
     carry ``split``, ``cat_offset`` (into the concatenation of ``cat_bits``) and
     ``cat_nwords``."""
-    sizes = [len(t["feature"]) for t in trees]
-    offsets = np.zeros(len(trees) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    cat = {k: np.concatenate([t[k] for t in trees]) for k in ("feature", "threshold", "left", "right",
-                                                                  "missing_left", "value")}
     if cat_bits:
         kw.update(split=np.concatenate([t["split"] for t in trees]).astype(np.uint8),
                   cat_offset=np.concatenate([t["cat_offset"] for t in trees]).astype(np.int64),
                   cat_nwords=np.concatenate([t["cat_nwords"] for t in trees]).astype(np.int32),
                   cat_bits=np.concatenate(cat_bits).astype(np.uint32))
-    return ir.TreeEnsemble(
-        n_features=int(n_features), tree_offsets=offsets,
-        feature=cat["feature"].astype(np.int32), threshold=cat["threshold"].astype(np.float64),
-        left=cat["left"].astype(np.int32), right=cat["right"].astype(np.int32),
-        missing_left=cat["missing_left"].astype(bool), value=cat["value"], **kw)
+    return ir.TreeEnsemble.from_trees(trees, n_features, **kw)
 
 
 def _tree_arrays(tree, value: np.ndarray, features=None) -> dict:

@@ -265,6 +265,22 @@ class TreeEnsemble:
     def n_nodes(self) -> int:
         return int(self.feature.shape[0])
 
+    @classmethod
+    def from_trees(cls, trees, n_features: int, **fields) -> "TreeEnsemble":
+        """One ensemble from per-tree node arrays: dicts with ``feature``, ``threshold``,
+        ``left``, ``right``, ``missing_left`` and ``value`` (tree-local ids); ``fields``
+        are the other fields, already concatenated."""
+        offsets = np.zeros(len(trees) + 1, dtype=np.int64)
+        np.cumsum([len(t["feature"]) for t in trees], out=offsets[1:])
+
+        def cat(key, dtype):
+            return np.concatenate([t[key] for t in trees]).astype(dtype)
+
+        return cls(n_features=int(n_features), tree_offsets=offsets, feature=cat("feature", np.int32),
+                   threshold=cat("threshold", np.float64), left=cat("left", np.int32),
+                   right=cat("right", np.int32), missing_left=cat("missing_left", bool),
+                   value=cat("value", np.float64), **fields)
+
     def methods(self) -> frozenset:
         """The scikit-learn methods this model has."""
         m = {"predict", "apply"}

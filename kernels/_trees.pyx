@@ -36,11 +36,14 @@ cdef extern from "fm_trees.h" nogil:
     int fm_forest_scan(int domain, const void *X, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t F)
     int FM_G
     int FM_GT
+    int FM_LOCKSTEP_MAX
 
 cdef enum:
     BLOCK = 64           # rows per task (a block of X stays in cache while every tree walks it)
     PARALLEL_MIN = 64    # fewer rows run inline on the calling thread
 
+#: trees deeper than this are walked to their leaf rather than in lockstep
+LOCKSTEP_MAX = FM_LOCKSTEP_MAX
 #: probability transforms ``run`` can apply (fm_trees.h)
 POST_NONE, POST_LOGISTIC2, POST_SIGMOID, POST_SOFTMAX = 0, 1, 2, 3
 NODE32 = np.dtype([("fl", np.uint32), ("thr", np.float32), ("child", np.int32)])

@@ -137,7 +137,7 @@ def test_non_contiguous_and_fortran_inputs_match():
     want = tree_raw(est, X)
     wide = np.zeros((200, 2 * N_FEATURES))
     wide[:, ::2] = X
-    for variant in (np.asfortranarray(X), wide[:, ::2], X[::-1][::-1], X.tolist()):
+    for variant in (np.asfortranarray(X), wide[:, ::2], np.repeat(X, 2, axis=0)[::2], X.tolist()):
         np.testing.assert_array_equal(runner.raw(variant), want)
 
 

@@ -201,11 +201,11 @@ class ForestNative(_Native):
             self._proba = ((2, 1, _trees.POST_LOGISTIC2) if est.post == "logistic" and self._T == 1
                            else (self._T, 0, _POSTS[est.post]))
         self._cmp_dtype = np.dtype(np.float32) if est.compare == "float32" else None
-        deep = self._plan.max_depth > _LOCKSTEP_MAX
+        deep = self._plan.max_depth > _trees.LOCKSTEP_MAX
         self.info = {"kernel": f"trees: {est.n_trees} trees, {est.n_nodes} nodes, max depth "
                                f"{self._plan.max_depth}; "
                                + ("rows walk each tree to its leaf (trees deeper than "
-                                  f"{_LOCKSTEP_MAX} levels)" if deep else
+                                  f"{_trees.LOCKSTEP_MAX} levels)" if deep else
                                   "single rows walk 16 trees in lockstep; batches walk each tree "
                                   "with 8 rows in lockstep (2 x 16 rows in AVX-512 lanes for "
                                   "float32 input where the CPU has AVX-512)"),
@@ -288,8 +288,6 @@ class ForestNative(_Native):
         scores = self.predict_proba(X) if rule == "argmax_proba" else self.raw(X)
         return self._classes.take(scores.argmax(axis=1))
 
-
-_LOCKSTEP_MAX = 24  # fm_trees.h FM_LOCKSTEP_MAX
 
 RUNNERS = {ir.Linear: LinearNative, ir.TreeEnsemble: ForestNative}
 
