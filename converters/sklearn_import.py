@@ -180,7 +180,7 @@ def _pipeline(est) -> ir.Pipeline:
             steps.extend(node.steps)
             node = node.estimator
         steps.append(node)
-    if not steps or not isinstance(steps[-1], (ir.Linear, ir.TreeEnsemble)):
+    if not steps or not isinstance(steps[-1], ir.ESTIMATORS):
         raise UnsupportedModelError("Pipeline: the last step must be a supported estimator")
     if any(not isinstance(s, (ir.Scaler, ir.Normalizer)) for s in steps[:-1]):
         raise UnsupportedModelError("Pipeline: only preprocessing steps may come before the estimator")

@@ -473,6 +473,8 @@ class TreeEnsemble:
 
 Step = Union[Scaler, Normalizer]
 Estimator = Union[Linear, TreeEnsemble]
+#: every estimator IR class; a new family adds itself here (and to ``Estimator``)
+ESTIMATORS: Tuple[type, ...] = (Linear, TreeEnsemble)
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ class Predictor:
         self._estimator = self._onnx = None
         self.ir: Optional[ir.Model] = None
         import_error: Optional[FastMLError] = None
-        if isinstance(model, (ir.Linear, ir.TreeEnsemble, ir.Pipeline)):
+        if isinstance(model, ir.ESTIMATORS + (ir.Pipeline,)):
             self.ir = model.validate()
         elif _is_onnx_source(model):
             self._onnx = _load_onnx(model)
