@@ -189,6 +189,11 @@ def _sklearn_graph(est, n: int, dt: np.dtype, *, raw_scores: bool, target_opset)
         # X to float32 themselves, so the float32 graph decides exactly as they do.
         raise UnsupportedModelError(f"skl2onnx writes no float64 {type(est).__name__} graph that ONNX "
                                     "Runtime runs (its tree operators output float32)")
+    if dt == np.float64 and isinstance(node, ir.MLP) and node.multilabel:
+        # skl2onnx thresholds multilabel probabilities with ai.onnx.ml Binarizer, which ONNX
+        # Runtime implements for float only: the float64 graph does not load
+        raise UnsupportedModelError("skl2onnx writes no float64 multilabel MLPClassifier graph that "
+                                    "ONNX Runtime runs (Binarizer on doubles)")
     if tree is not None and tree.post == "isolation":
         # skl2onnx writes IsolationForest with ai.onnx.ml 3 only, and asks for it
         import skl2onnx

@@ -471,10 +471,187 @@ class TreeEnsemble:
         return self
 
 
+# --------------------------------------------------------------------------- neural networks, k-means
+
+MLP_HIDDEN = ("identity", "logistic", "tanh", "relu")
+MLP_OUTPUTS = ("identity", "logistic", "softmax", "exp")
+PRECISIONS = ("float64", "float32")
+
+
+def _precision(owner: str, precision: str, *arrays: np.ndarray) -> None:
+    if precision not in PRECISIONS:
+        raise InvalidModelError(f"{owner}: unknown precision {precision!r}, expected one of {PRECISIONS}")
+    if precision == "float32":
+        for a in arrays:
+            if not np.array_equal(a.astype(np.float32).astype(np.float64), a):
+                raise InvalidModelError(f"{owner}: precision 'float32' needs float32 values, but some "
+                                        f"parameters are not exactly representable in float32")
+
+
+@dataclass(frozen=True)
+class MLP:
+    """A multi-layer perceptron (scikit-learn's MLPClassifier / MLPRegressor).
+
+    Layer ``i`` computes ``a = f(a @ weights[i] + biases[i])`` with
+    ``weights[i]`` of shape ``(n_in, n_out)`` (scikit-learn's ``coefs_``
+    layout); ``f`` is ``activation`` on hidden layers and ``out_activation``
+    on the last one (``"softmax"`` row-wise, ``"exp"`` for Poisson regressors).
+
+    Classifiers: ``out_activation == "logistic"`` with one output column is
+    binary (``predict_proba = [1 - p, p]``, label ``classes[p > 0.5]``);
+    ``"softmax"`` is multiclass (label: first argmax); ``multilabel`` has one
+    logistic column per label and ``predict`` returns the indicator matrix
+    ``p > 0.5`` (``classes`` are the label indices).
+
+    ``precision`` is the dtype the source computes in: scikit-learn computes in
+    ``result_type(X, coefs_)``, so a model fitted on float64 data computes in
+    float64 for any input, while ``"float32"`` (fitted on float32 data, or an
+    ONNX graph with float weights) computes float32 input in float32 and
+    float64 input in float64. Weights are stored as float64 either way
+    (float32 values widen exactly).
+    """
+
+    weights: Tuple[np.ndarray, ...]       # (n_in, n_out) float64 per layer
+    biases: Tuple[np.ndarray, ...]        # (n_out,) float64 per layer
+    activation: str = "relu"
+    out_activation: str = "identity"
+    is_classifier: bool = False
+    classes: Optional[np.ndarray] = None
+    multilabel: bool = False
+    flat: bool = False                    # regressor: predict returns 1-D
+    precision: str = "float64"
+    name: str = "MLP"
+
+    @property
+    def n_features(self) -> int:
+        return int(self.weights[0].shape[0])
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.weights[-1].shape[1])
+
+    @property
+    def n_targets(self) -> int:
+        return self.n_outputs
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.weights)
+
+    def methods(self) -> frozenset:
+        """The scikit-learn methods this model has."""
+        return frozenset({"predict", "predict_proba"} if self.is_classifier else {"predict"})
+
+    def validate(self) -> "MLP":
+        owner = self.name
+        ws, bs = tuple(self.weights), tuple(self.biases)
+        if len(ws) < 1 or len(ws) != len(bs):
+            raise InvalidModelError(f"{owner}: needs one bias per weight matrix and at least one layer, "
+                                    f"got {len(ws)} weight matrices and {len(bs)} biases")
+        ws = tuple(_array(f"weights[{i}]", w, 2, owner) for i, w in enumerate(ws))
+        bs = tuple(_array(f"biases[{i}]", b, 1, owner) for i, b in enumerate(bs))
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            if w.shape[0] < 1 or w.shape[1] < 1:
+                raise InvalidModelError(f"{owner}: weights[{i}] has an empty dimension {w.shape}")
+            if b.shape[0] != w.shape[1]:
+                raise InvalidModelError(f"{owner}: biases[{i}] has {b.shape[0]} values but weights[{i}] "
+                                        f"has {w.shape[1]} columns")
+            if i and w.shape[0] != ws[i - 1].shape[1]:
+                raise InvalidModelError(f"{owner}: weights[{i}] expects {w.shape[0]} inputs but layer "
+                                        f"{i - 1} outputs {ws[i - 1].shape[1]}")
+        object.__setattr__(self, "weights", ws)
+        object.__setattr__(self, "biases", bs)
+        if self.activation not in MLP_HIDDEN:
+            raise InvalidModelError(f"{owner}: unknown activation {self.activation!r}, expected one of {MLP_HIDDEN}")
+        if self.out_activation not in MLP_OUTPUTS:
+            raise InvalidModelError(f"{owner}: unknown out_activation {self.out_activation!r}, "
+                                    f"expected one of {MLP_OUTPUTS}")
+        _precision(owner, self.precision, *ws, *bs)
+        k = ws[-1].shape[1]
+        if self.is_classifier:
+            if self.classes is None:
+                raise InvalidModelError(f"{owner}: a classifier needs classes")
+            classes = np.asarray(self.classes)
+            if classes.ndim != 1 or len(np.unique(classes)) != classes.shape[0]:
+                raise InvalidModelError(f"{owner}: classes must be 1-D and unique, got {classes!r}")
+            n = classes.shape[0]
+            if self.multilabel:
+                ok, want = self.out_activation == "logistic" and k == n >= 1, f"{n} logistic outputs"
+            elif self.out_activation == "softmax":
+                ok, want = n >= 2 and k == n, f"{n} softmax outputs"
+            elif self.out_activation == "logistic":
+                ok, want = n == 2 and k == 1, "2 classes and 1 logistic output"
+            else:
+                ok, want = False, "a logistic or softmax output layer"
+            if not ok:
+                raise InvalidModelError(f"{owner}: {n} classes with out_activation {self.out_activation!r} "
+                                        f"and {k} outputs; expected {want}")
+            if self.flat:
+                raise InvalidModelError(f"{owner}: flat applies to regressors only")
+            _frozen(classes)
+        else:
+            if self.classes is not None or self.multilabel:
+                raise InvalidModelError(f"{owner}: a regressor has no classes")
+            if self.out_activation not in ("identity", "exp"):
+                raise InvalidModelError(f"{owner}: a regressor's out_activation is 'identity' or 'exp', "
+                                        f"got {self.out_activation!r}")
+            if self.flat and k != 1:
+                raise InvalidModelError(f"{owner}: a flat (1-D) regressor has exactly one output")
+        _frozen(*ws, *bs)
+        return self
+
+
+@dataclass(frozen=True)
+class Centroids:
+    """Nearest-centroid assignment (scikit-learn's KMeans / MiniBatchKMeans).
+
+    ``predict`` is the index of the nearest center, chosen like scikit-learn:
+    the first minimum of ``||c||^2 - 2 x . c`` (``||x||^2`` is the same for
+    every center and left out, as scikit-learn leaves it out), so exact ties go
+    to the lowest index. ``transform`` is the matrix of Euclidean distances
+    ``sqrt(max(||x||^2 - 2 x . c + ||c||^2, 0))``, computed in float64 (as
+    scikit-learn's ``euclidean_distances`` upcasts float32).
+
+    ``precision`` as for :class:`MLP`: ``"float32"`` centers (fitted on
+    float32 data) assign float32 input in float32; ``"float64"`` assigns in
+    float64 for any input.
+    """
+
+    centers: np.ndarray                   # (n_clusters, n_features) float64
+    precision: str = "float64"
+    name: str = "KMeans"
+
+    is_classifier = False
+
+    @property
+    def n_features(self) -> int:
+        return int(self.centers.shape[1])
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centers.shape[0])
+
+    def methods(self) -> frozenset:
+        """The scikit-learn methods this model has."""
+        return frozenset({"predict", "transform"})
+
+    def validate(self) -> "Centroids":
+        c = _array("centers", self.centers, 2, self.name)
+        if c.shape[0] < 1 or c.shape[1] < 1:
+            raise InvalidModelError(f"{self.name}: centers has an empty dimension {c.shape}")
+        _precision(self.name, self.precision, c)
+        if np.any(np.abs(c) > 1e150 if self.precision == "float64" else np.abs(c) > 1e18):
+            # ||c||^2 must stay finite in the precision that computes it
+            raise InvalidModelError(f"{self.name}: centers are too large for squared distances in "
+                                    f"{self.precision}")
+        _frozen(c)
+        return self
+
+
 Step = Union[Scaler, Normalizer]
-Estimator = Union[Linear, TreeEnsemble]
+Estimator = Union[Linear, TreeEnsemble, MLP, Centroids]
 #: every estimator IR class; a new family adds itself here (and to ``Estimator``)
-ESTIMATORS: Tuple[type, ...] = (Linear, TreeEnsemble)
+ESTIMATORS: Tuple[type, ...] = (Linear, TreeEnsemble, MLP, Centroids)
 
 
 @dataclass(frozen=True)
@@ -513,7 +690,7 @@ class Pipeline:
         return self
 
 
-Model = Union[Linear, TreeEnsemble, Pipeline]
+Model = Union[Linear, TreeEnsemble, MLP, Centroids, Pipeline]
 
 
 def as_pipeline(model: Model) -> Pipeline:

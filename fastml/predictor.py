@@ -234,6 +234,11 @@ class Predictor:
         """Decision scores: (n_samples,) for binary classifiers, else (n_samples, n_classes)."""
         return self._call("decision_function", X)
 
+    def transform(self, X) -> np.ndarray:
+        """Distances to the cluster centers of a KMeans / MiniBatchKMeans, shape
+        (n_samples, n_clusters), like scikit-learn's ``transform``."""
+        return self._call("transform", X)
+
     def score_samples(self, X) -> np.ndarray:
         """Anomaly scores of an IsolationForest (lower is more abnormal), shape (n_samples,)."""
         return self._call("score_samples", X)

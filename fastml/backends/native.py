@@ -15,6 +15,7 @@ from .. import ir
 from .._validation import check_input, nonfinite_error
 from ..errors import InputError, MethodUnavailableError, UnsupportedModelError
 from ..kernels import _linear, _trees
+from ..kernels import _dense
 from . import register
 from ._tree_plan import build_plan
 
@@ -289,7 +290,80 @@ class ForestNative(_Native):
         return self._classes.take(scores.argmax(axis=1))
 
 
-RUNNERS = {ir.Linear: LinearNative, ir.TreeEnsemble: ForestNative}
+class _DenseNative(_Native):
+    """What the MLP and k-means runners share with the linear one: the fast path for arrays in
+    kernel layout, the slow path through the input checks and steps, and the refusal of NaN /
+    inf the kernel reports."""
+
+    _run = LinearNative._run
+
+
+class MLPNative(_DenseNative):
+    """A multi-layer perceptron (optionally behind preprocessing steps) on the dense kernel."""
+
+    def __init__(self, model: ir.Model, *, n_threads: int, max_rows: int | None = None):
+        super().__init__(model, n_threads=n_threads, max_rows=max_rows)
+        est = ir.as_pipeline(model).estimator
+        self._est = est
+        self._k = _dense.MLPKernel(list(est.weights), list(est.biases), est.activation,
+                                   est.out_activation, est.precision == "float32")
+        self._K = est.n_outputs
+        self._classes = est.classes
+        self._binary = est.is_classifier and not est.multilabel and est.n_outputs == 1
+        sizes = " -> ".join(str(w.shape[0]) for w in est.weights) + f" -> {self._K}"
+        self.info = {"kernel": f"dense: MLP {sizes}, {est.activation}; 8-row x 2-vector register "
+                               f"blocks, a GEMV for single rows",
+                     "precision": ("float32 for float32 input, else float64" if est.precision == "float32"
+                                   else "float64"),
+                     "n_threads": self._nt}
+
+    def predict_proba(self, X):
+        if not self._est.is_classifier:
+            raise MethodUnavailableError(f"{self._owner} is a regressor and has no predict_proba")
+        n = self._rows(X)
+        if self._binary:
+            return self._run(X, np.empty((n, 2)), _dense.BINARY)
+        return self._run(X, np.empty((n, self._K)), _dense.VALUES)
+
+    def predict(self, X):
+        n = self._rows(X)
+        est = self._est
+        if est.is_classifier and not est.multilabel:
+            return self._classes.take(self._run(X, np.empty(n, dtype=np.intp), _dense.ARGMAX))
+        values = self._run(X, np.empty((n, self._K)), _dense.VALUES)
+        if est.multilabel:  # scikit-learn's LabelBinarizer: p > 0.5, as int
+            return (values > 0.5).astype(int)
+        return values.reshape(-1) if est.flat else values
+
+
+class KMeansNative(_DenseNative):
+    """Nearest-centroid assignment and distances (optionally behind preprocessing steps)."""
+
+    def __init__(self, model: ir.Model, *, n_threads: int, max_rows: int | None = None):
+        super().__init__(model, n_threads=n_threads, max_rows=max_rows)
+        est = ir.as_pipeline(model).estimator
+        self._f32 = est.precision == "float32"
+        self._k = _dense.KMeansKernel(est.centers, self._f32)
+        self._K = est.n_clusters
+        self.info = {"kernel": f"dense: {est.n_clusters} centers x {est.n_features} features, "
+                               "first argmin of ||c||^2 - 2 x.c (8-row x 2-vector register blocks)",
+                     "precision": ("float32 for float32 input, else float64" if self._f32 else "float64")
+                     + "; transform in float64",
+                     "n_threads": self._nt}
+
+    def predict(self, X):
+        return self._run(X, np.empty(self._rows(X), dtype=np.int32), _dense.LABELS)
+
+    def transform(self, X):
+        out = self._run(X, np.empty((self._rows(X), self._K)), _dense.DISTANCES)
+        # scikit-learn returns float32 distances for float32 input and centers (only a
+        # float32 array stays float32 through the input checks)
+        f32 = self._f32 and isinstance(X, np.ndarray) and X.dtype == np.float32
+        return out.astype(np.float32) if f32 else out
+
+
+RUNNERS = {ir.Linear: LinearNative, ir.TreeEnsemble: ForestNative,
+           ir.MLP: MLPNative, ir.Centroids: KMeansNative}
 
 
 @register("native")

@@ -255,13 +255,18 @@ class OrtBackend:
             if y.dtype.kind == "f":
                 return y.astype(np.float64, copy=False)
             return y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+        if isinstance(est, ir.Centroids):
+            return y.reshape(-1).astype(np.int32, copy=False)  # scikit-learn's label dtype
+        if getattr(est, "multilabel", False):
+            return y.astype(int, copy=False)  # the indicator matrix
         if est.is_classifier:
             labels = y.reshape(-1).astype(est.classes.dtype, copy=False)
             return self._break_ties(X, outs[1], labels) if self._tie_break and len(outs) > 1 else labels
         if getattr(est, "post", None) == "isolation":
             return y.reshape(-1).astype(np.int64, copy=False)
         y = y.astype(np.float64, copy=False)
-        return y.reshape(-1) if est.flat else y
+        # skl2onnx reshapes a multi-output MLPRegressor's (n, k) values to (n * k, 1)
+        return y.reshape(-1) if est.flat else y.reshape(X.shape[0], -1)
 
     def predict_proba(self, X):
         if not self._has("predict_proba"):
@@ -287,6 +292,18 @@ class OrtBackend:
         if getattr(est, "post", None) == "isolation":
             return self._second_output(self._run("main", X), "decision_function").reshape(-1)
         return self._scores(X)
+
+    def transform(self, X):
+        est = self._est_ir
+        if est is None or "transform" not in self._methods:
+            raise MethodUnavailableError(f"{self._owner} has no transform")
+        X = self._prepare(X)
+        D = self._second_output(self._run("main", X), "transform")
+        # skl2onnx's graph takes Sqrt of ||x||^2 - 2 x.c + ||c||^2 without scikit-learn's
+        # clamp at 0: a rounding-negative square gives NaN where the distance is 0 (X is finite)
+        np.nan_to_num(D, copy=False, nan=0.0)
+        is32 = X.dtype == np.float32 and getattr(est, "precision", "float64") == "float32"
+        return D.astype(np.float32) if is32 else D
 
     def score_samples(self, X):
         est = self._est_ir
