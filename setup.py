@@ -50,7 +50,7 @@ if os.environ.get("FASTML_EXT"):  # developers: rebuild one extension, e.g. FAST
     extensions = [e for e in extensions if e.name.endswith("." + os.environ["FASTML_EXT"])]
 
 setup(
-    packages=["fastml", "fastml.backends", "fastml.kernels", "fastml.converters"],
+    packages=["fastml", "fastml.backends", "fastml.kernels", "fastml.converters", "fastml.search"],
     package_dir={"fastml.kernels": "kernels", "fastml.converters": "converters"},
     package_data={"fastml": ["py.typed"], "fastml.kernels": ["*.pyx", "*.pxd", "src/*.h"]},
     ext_modules=cythonize(extensions, compiler_directives=directives, quiet=True),
