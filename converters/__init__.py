@@ -6,6 +6,7 @@
 from .sklearn_import import import_model
 from . import sklearn_trees  # noqa: F401  (registers the tree frontends)
 from . import gbm_import  # noqa: F401  (registers LightGBM and XGBoost; imports neither)
+from . import sklearn_svm  # noqa: F401  (registers the kernel SVM frontends)
 from . import sklearn_nn  # noqa: F401  (registers MLPs and k-means)
 from .onnx_export import to_onnx
 

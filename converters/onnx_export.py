@@ -199,7 +199,26 @@ def _sklearn_graph(est, n: int, dt: np.dtype, *, raw_scores: bool, target_opset)
         import skl2onnx
 
         target_opset = {"": target_opset or skl2onnx.get_latest_tested_opset_version(), "ai.onnx.ml": 3}
+    if raw_scores and isinstance(node, ir.KernelSVM) and node.prob_a is not None:
+        # skl2onnx writes the probabilities of an SVC(probability=True) even when asked for raw
+        # scores; the same model without its Platt parameters writes the scores
+        est = _without_probability(est)
     return _skl2onnx(est, n, dt, raw_scores=raw_scores, target_opset=target_opset)
+
+
+def _without_probability(est):
+    """A shallow copy of an SVC / NuSVC (or a Pipeline ending in one) with probability=False."""
+    import copy
+
+    if hasattr(est, "steps"):
+        pipe = copy.copy(est)
+        name, last = est.steps[-1]
+        pipe.steps = list(est.steps[:-1]) + [(name, _without_probability(last))]
+        return pipe
+    svc = copy.copy(est)
+    svc.probability = False
+    svc._probA = svc._probB = np.empty(0)  # what skl2onnx reads (through probA_ / probB_)
+    return svc
 
 
 def _ir_of(est):

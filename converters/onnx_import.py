@@ -327,6 +327,8 @@ class _Reader:
     def _finish(self, outs):
         if any(_trees.is_tree_value(v) for _, v in outs):
             return _trees.finish(outs, self.graph.name)
+        if any(_svm.is_svm_value(v) for _, v in outs):
+            return _svm.finish(outs, self.graph.name)
         labels = [(n, v) for n, v in outs if isinstance(v, _Label)]
         others = [(n, v) for n, v in outs if not isinstance(v, _Label)]
         if len(labels) > 1 or len(others) > 1 or not others and not labels:
@@ -1010,6 +1012,7 @@ _HANDLERS: Dict[Tuple[str, str], Tuple[Callable, int, int]] = {
 
 # tree ensembles live in their own module, which adds its handlers to these tables
 from . import onnx_trees as _trees  # noqa: E402
+from . import onnx_svm as _svm  # noqa: E402
 
 
 # --------------------------------------------------------------------------- entry point

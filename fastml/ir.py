@@ -167,6 +167,149 @@ class Linear:
         return self
 
 
+# --------------------------------------------------------------------------- kernel SVMs
+
+SVM_KERNELS = ("linear", "poly", "rbf", "sigmoid")
+SVM_KINDS = ("classifier", "regressor", "one_class")
+SVM_SHAPES = ("ovr", "ovo")
+
+
+@dataclass(frozen=True)
+class KernelSVM:
+    """A kernel SVM exactly as libsvm (scikit-learn's SVC, NuSVC, SVR, NuSVR,
+    OneClassSVM) evaluates it.
+
+    ``K(x, s)`` is ``x.s`` (linear), ``(gamma x.s + coef0)^degree`` (poly),
+    ``exp(-gamma |x - s|^2)`` (rbf) or ``tanh(gamma x.s + coef0)`` (sigmoid).
+
+    * A classifier with k classes keeps its support vectors grouped by class
+      (``n_support[c]`` of class c, in class order) and libsvm's one-vs-one
+      coefficients: ``dual_coef`` has k - 1 rows and the pair (i, j), i < j,
+      number p in the order (0,1), (0,2), ..., (1,2), ..., has the raw value
+      ``dec[p] = sum_{s in i} dual_coef[j-1, s] K(x, s) + sum_{s in j} dual_coef[i, s] K(x, s)
+      + intercept[p]``.  ``dec[p] > 0`` is a vote for i, else for j; ``predict``
+      is the first class with the most votes.  These are libsvm's own signs
+      (scikit-learn's ``_dual_coef_`` / ``_intercept_``); a binary classifier's
+      ``decision_function`` is ``-dec``.  ``decision_shape`` "ovr" turns the
+      pairwise values into scikit-learn's one-vs-rest scores; ``break_ties``
+      predicts their argmax.  ``prob_a`` / ``prob_b`` (Platt's sigmoid per pair)
+      give libsvm's pairwise-coupling probabilities.
+    * A regressor or one-class model has one row of coefficients and one
+      intercept: ``dec = sum_s dual_coef[0, s] K(x, s) + intercept[0]``;
+      a one-class model predicts ``+1`` where ``dec > 0`` and its
+      ``score_samples`` is ``dec + offset``.
+    """
+
+    support_vectors: np.ndarray              # (n_sv, n_features) float64
+    dual_coef: np.ndarray                    # (k - 1, n_sv) classifiers, (1, n_sv) otherwise
+    intercept: np.ndarray                    # (k (k - 1) / 2,) classifiers, (1,) otherwise
+    kind: str                                # one of SVM_KINDS
+    kernel: str                              # one of SVM_KERNELS
+    gamma: float = 1.0
+    coef0: float = 0.0
+    degree: int = 3
+    n_support: Optional[np.ndarray] = None   # (k,) support vectors per class, classifiers
+    classes: Optional[np.ndarray] = None     # (k,) labels, classifiers
+    decision_shape: str = "ovr"
+    break_ties: bool = False
+    prob_a: Optional[np.ndarray] = None      # (k (k - 1) / 2,) Platt scaling, or None
+    prob_b: Optional[np.ndarray] = None
+    offset: Optional[float] = 0.0            # one-class: score_samples = decision_function + offset
+                                             # (None: not known, e.g. read from ONNX; no score_samples)
+    name: str = "KernelSVM"
+
+    @property
+    def n_features(self) -> int:
+        return int(np.shape(self.support_vectors)[1])
+
+    @property
+    def n_sv(self) -> int:
+        return int(np.shape(self.support_vectors)[0])
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.kind == "classifier"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes) if self.classes is not None else 0
+
+    @property
+    def n_pairs(self) -> int:
+        k = self.n_classes
+        return k * (k - 1) // 2 if self.is_classifier else 1
+
+    def methods(self) -> frozenset:
+        if self.kind == "regressor":
+            return frozenset({"predict"})
+        if self.kind == "one_class":
+            known = self.offset is not None
+            return frozenset({"predict", "decision_function"} | ({"score_samples"} if known else set()))
+        m = {"predict", "decision_function"}
+        if self.prob_a is not None:
+            m.add("predict_proba")
+        return frozenset(m)
+
+    def validate(self) -> "KernelSVM":  # noqa: C901 - one check per rule, in order
+        n = self.name
+        sv = _array("support_vectors", self.support_vectors, 2, n)
+        coef = _array("dual_coef", self.dual_coef, 2, n)
+        b = _array("intercept", self.intercept, 1, n)
+        if sv.shape[1] == 0:
+            raise InvalidModelError(f"{n}: support vectors have no features")
+        if self.kind not in SVM_KINDS:
+            raise InvalidModelError(f"{n}: unknown kind {self.kind!r}, expected one of {SVM_KINDS}")
+        if self.kernel not in SVM_KERNELS:
+            raise InvalidModelError(f"{n}: unknown kernel {self.kernel!r}, expected one of {SVM_KERNELS}")
+        for what in ("gamma", "coef0", "offset"):
+            v = getattr(self, what)
+            if v is None and what == "offset":
+                continue
+            if not isinstance(v, (float, int, np.floating, np.integer)) or not np.isfinite(v):
+                raise InvalidModelError(f"{n}: {what} must be a finite number, got {v!r}")
+        if not isinstance(self.degree, (int, np.integer)) or not 0 <= self.degree <= 64:
+            raise InvalidModelError(f"{n}: degree must be an integer in [0, 64], got {self.degree!r}")
+        if self.decision_shape not in SVM_SHAPES:
+            raise InvalidModelError(f"{n}: unknown decision_shape {self.decision_shape!r}")
+        if coef.shape[1] != sv.shape[0]:
+            raise InvalidModelError(f"{n}: dual_coef has {coef.shape[1]} columns for {sv.shape[0]} support vectors")
+        arrays = [sv, coef, b]
+        if self.kind == "classifier":
+            if self.classes is None or self.n_support is None:
+                raise InvalidModelError(f"{n}: a classifier needs classes and n_support")
+            classes = np.asarray(self.classes)
+            k = classes.shape[0] if classes.ndim == 1 else 0
+            if k < 2 or len(np.unique(classes)) != k:
+                raise InvalidModelError(f"{n}: a classifier needs at least 2 unique classes (1-D), got {classes!r}")
+            ns = _ints_array("n_support", self.n_support, 1, n)
+            if ns.shape[0] != k or np.any(ns < 0) or int(ns.sum()) != sv.shape[0]:
+                raise InvalidModelError(f"{n}: n_support {ns.tolist()} must give each of the {k} classes a "
+                                        f"count >= 0 summing to the {sv.shape[0]} support vectors")
+            if coef.shape[0] != k - 1:
+                raise InvalidModelError(f"{n}: {k} classes need {k - 1} rows of dual_coef, got {coef.shape[0]}")
+            pairs = k * (k - 1) // 2
+            if b.shape[0] != pairs:
+                raise InvalidModelError(f"{n}: {k} classes need {pairs} intercepts, got {b.shape[0]}")
+            if (self.prob_a is None) != (self.prob_b is None):
+                raise InvalidModelError(f"{n}: prob_a and prob_b come together")
+            if self.prob_a is not None:
+                pa = _array("prob_a", self.prob_a, 1, n)
+                pb = _array("prob_b", self.prob_b, 1, n)
+                if pa.shape[0] != pairs or pb.shape[0] != pairs:
+                    raise InvalidModelError(f"{n}: prob_a / prob_b need {pairs} values each, "
+                                            f"got {pa.shape[0]} and {pb.shape[0]}")
+                arrays += [pa, pb]
+            arrays += [classes, ns]
+        else:
+            if self.classes is not None or self.n_support is not None or self.prob_a is not None:
+                raise InvalidModelError(f"{n}: a {self.kind} has no classes, n_support or probabilities")
+            if coef.shape[0] != 1 or b.shape[0] != 1:
+                raise InvalidModelError(f"{n}: a {self.kind} has one row of dual_coef and one intercept, "
+                                        f"got {coef.shape[0]} and {b.shape[0]}")
+        _frozen(*arrays)
+        return self
+
+
 # --------------------------------------------------------------------------- tree ensembles
 
 #: how a split node sends a row left (``TreeEnsemble.split``)
@@ -649,9 +792,9 @@ class Centroids:
 
 
 Step = Union[Scaler, Normalizer]
-Estimator = Union[Linear, TreeEnsemble, MLP, Centroids]
+Estimator = Union[Linear, TreeEnsemble, KernelSVM, MLP, Centroids]
 #: every estimator IR class; a new family adds itself here (and to ``Estimator``)
-ESTIMATORS: Tuple[type, ...] = (Linear, TreeEnsemble, MLP, Centroids)
+ESTIMATORS: Tuple[type, ...] = (Linear, TreeEnsemble, KernelSVM, MLP, Centroids)
 
 
 @dataclass(frozen=True)
@@ -690,7 +833,7 @@ class Pipeline:
         return self
 
 
-Model = Union[Linear, TreeEnsemble, MLP, Centroids, Pipeline]
+Model = Union[Linear, TreeEnsemble, KernelSVM, MLP, Centroids, Pipeline]
 
 
 def as_pipeline(model: Model) -> Pipeline:

@@ -661,10 +661,10 @@ def test_hand_built_patterns_match_onnxruntime(make, proba):
         np.testing.assert_allclose(outs[1], reference_predict_proba(ir, X), rtol=0, atol=tol["proba"])
 
 
-def _svm_model():
-    from sklearn.svm import SVC
-    X, y = _data("iris")
-    return skl2onnx.to_onnx(SVC().fit(X, y), X[:1].astype(np.float32))
+def _imputer_model():
+    node = helper.make_node("Imputer", ["X"], ["Y"], name="imp", domain="ai.onnx.ml",
+                            imputed_value_floats=[0.0], replaced_value_float=float("nan"))
+    return _graph([node], [_out("Y")])
 
 
 def _if_model():
@@ -723,7 +723,7 @@ def _unsorted_model():
 
 ERROR_CASES = [
     # (id, model factory, error type, words the message must contain)
-    ("svm", _svm_model, UnsupportedModelError, ["SVMClassifier", "'SVMc'"]),
+    ("imputer", _imputer_model, UnsupportedModelError, ["Imputer", "'imp'"]),
     ("if-node", _if_model, UnsupportedModelError, ["If", "'branch'", "control flow"]),
     ("custom-domain", _custom_domain_model, UnsupportedModelError, ["'com.example'", "'mine'"]),
     ("external-data", _external_data_model, UnsupportedModelError, ["'W'", "external data"]),

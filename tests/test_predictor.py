@@ -490,13 +490,13 @@ def test_auto_picks_the_faster_backend_by_its_own_timings(iris_logreg):
 
 
 def test_auto_says_why_a_backend_is_unavailable(tmp_path):
-    # fastml's native backend has no kernel SVMs yet; ONNX Runtime runs skl2onnx's SVMClassifier
+    # fastml's native backend has no naive Bayes; ONNX Runtime runs skl2onnx's GaussianNB graph
     import skl2onnx
-    from sklearn.svm import SVC
+    from sklearn.naive_bayes import GaussianNB
 
     X, y = iris()
-    path = tmp_path / "svc.onnx"
-    path.write_bytes(skl2onnx.to_onnx(SVC().fit(X, y), X[:1].astype(np.float32),
+    path = tmp_path / "nb.onnx"
+    path.write_bytes(skl2onnx.to_onnx(GaussianNB().fit(X, y), X[:1].astype(np.float32),
                                       options={"zipmap": False}).SerializeToString())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -505,7 +505,7 @@ def test_auto_says_why_a_backend_is_unavailable(tmp_path):
     assert p.backend == info["backend"] == "onnxruntime"
     assert info["reason"] == "auto: only 'onnxruntime' is used (see 'unavailable' for the others)"
     assert info["unavailable"]["native"].startswith("UnsupportedModelError")
-    assert "SVMClassifier" in info["unavailable"]["native"]
+    assert "not supported by fastml's ONNX reader" in info["unavailable"]["native"]
 
 
 # --------------------------------------------------------------------------- save / load

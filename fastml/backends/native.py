@@ -14,7 +14,7 @@ import numpy as np
 from .. import ir
 from .._validation import check_input, nonfinite_error
 from ..errors import InputError, MethodUnavailableError, UnsupportedModelError
-from ..kernels import _linear, _trees
+from ..kernels import _linear, _svm, _trees
 from ..kernels import _dense
 from . import register
 from ._tree_plan import build_plan
@@ -118,6 +118,27 @@ class _Native:
     def _rows(X) -> int:
         return X.shape[0] if type(X) is np.ndarray and X.ndim == 2 else 0
 
+    def _run(self, X, out, kind):
+        """Run ``self._k`` (a kernel whose ``run`` returns -1 for a layout it cannot take and
+        1 for non-finite input or output) on X, converting X and applying the steps first
+        when needed."""
+        Z = X
+        status = self._k.run(X, out, kind, self._nt) if self._direct and type(X) is np.ndarray else -1
+        if status < 0:
+            X, Z = self._prepare(X)
+            if out.shape[0] != X.shape[0]:
+                out = np.empty((X.shape[0],) + out.shape[1:], dtype=out.dtype)
+            status = self._k.run(Z, out, kind, self._nt)
+        if status > 0:
+            # judge the caller's X first (a Normalizer turns inf into NaN), then what the
+            # steps made of it (a scaler can overflow float32, which scikit-learn refuses too)
+            err = nonfinite_error(X, self._owner)
+            if err is None and Z is not X:
+                err = nonfinite_error(Z, self._owner)
+            if err is not None:
+                raise err
+        return out
+
 
 class LinearNative(_Native):
     """A linear model (optionally behind preprocessing steps) on the linear kernel."""
@@ -137,25 +158,6 @@ class LinearNative(_Native):
                                         f"probabilities of a {'binary' if binary else 'multiclass'} model")
         self._proba_cols = 2 if binary else est.n_targets
         self.info = {"kernel": "linear (float64 accumulation)", "n_threads": self._nt}
-
-    # ------------------------------------------------------------------ helpers
-    def _run(self, X, out, kind):
-        Z = X
-        status = self._k.run(X, out, kind, self._nt) if self._direct and type(X) is np.ndarray else -1
-        if status < 0:
-            X, Z = self._prepare(X)
-            if out.shape[0] != X.shape[0]:
-                out = np.empty((X.shape[0],) + out.shape[1:], dtype=out.dtype)
-            status = self._k.run(Z, out, kind, self._nt)
-        if status > 0:
-            # judge the caller's X first (a Normalizer turns inf into NaN), then what the
-            # steps made of it (a scaler can overflow float32, which scikit-learn refuses too)
-            err = nonfinite_error(X, self._owner)
-            if err is None and Z is not X:
-                err = nonfinite_error(Z, self._owner)
-            if err is not None:
-                raise err
-        return out
 
     # ------------------------------------------------------------------ public
     def _scores(self, X):
@@ -290,6 +292,60 @@ class ForestNative(_Native):
         return self._classes.take(scores.argmax(axis=1))
 
 
+class SVMNative(_Native):
+    """A kernel SVM (optionally behind preprocessing steps) on the SVM kernel."""
+
+    def __init__(self, model: ir.Model, *, n_threads: int, max_rows: int | None = None):
+        super().__init__(model, n_threads=n_threads, max_rows=max_rows)
+        est = ir.as_pipeline(model).estimator
+        self._est = est
+        self._methods = est.methods()
+        self._classes = est.classes
+        counts = est.n_support if est.is_classifier else [est.n_sv]
+        self._k = _svm.SVMKernel(est.support_vectors, est.dual_coef, est.intercept, counts, est.kernel,
+                                 est.gamma, est.coef0, int(est.degree), est.prob_a, est.prob_b)
+        k = est.n_classes
+        # decision_function: libsvm's pair values (negated for a binary classifier, as
+        # scikit-learn does), or scikit-learn's one-vs-rest scores
+        if not est.is_classifier or k == 2:
+            self._decision = (_svm.NEG if k == 2 else _svm.RAW, None)
+        else:
+            self._decision = (_svm.OVR, k) if est.decision_shape == "ovr" else (_svm.RAW, est.n_pairs)
+        self._predict = _svm.TIES if est.break_ties and est.decision_shape == "ovr" and k > 2 else _svm.VOTE
+        self.info = {"kernel": f"svm {est.kernel}: 8x16 tiles of float64 dot products fused with the kernel "
+                               "function and the dual-coefficient sums",
+                     "n_support_vectors": est.n_sv, "n_threads": self._nt}
+
+    def _need(self, method: str) -> None:
+        if method not in self._methods:
+            what = " is a regressor and" if method == "decision_function" else ""
+            raise MethodUnavailableError(f"{self._owner}{what} has no {method}")
+
+    def _raw(self, X) -> np.ndarray:
+        return self._run(X, np.empty(self._rows(X)), _svm.RAW)
+
+    def decision_function(self, X) -> np.ndarray:
+        self._need("decision_function")
+        kind, cols = self._decision
+        return self._run(X, np.empty(self._rows(X)) if cols is None else np.empty((self._rows(X), cols)), kind)
+
+    def predict(self, X) -> np.ndarray:
+        kind = self._est.kind
+        if kind == "regressor":
+            return self._raw(X)
+        if kind == "one_class":
+            return np.where(self._raw(X) > 0, 1, -1)
+        return self._classes.take(self._run(X, np.empty(self._rows(X), dtype=np.intp), self._predict))
+
+    def predict_proba(self, X) -> np.ndarray:
+        self._need("predict_proba")
+        return self._run(X, np.empty((self._rows(X), self._est.n_classes)), _svm.PROBA)
+
+    def score_samples(self, X) -> np.ndarray:
+        self._need("score_samples")
+        return self._raw(X) + self._est.offset
+
+
 class _DenseNative(_Native):
     """What the MLP and k-means runners share with the linear one: the fast path for arrays in
     kernel layout, the slow path through the input checks and steps, and the refusal of NaN /
@@ -362,7 +418,7 @@ class KMeansNative(_DenseNative):
         return out.astype(np.float32) if f32 else out
 
 
-RUNNERS = {ir.Linear: LinearNative, ir.TreeEnsemble: ForestNative,
+RUNNERS = {ir.Linear: LinearNative, ir.TreeEnsemble: ForestNative, ir.KernelSVM: SVMNative,
            ir.MLP: MLPNative, ir.Centroids: KMeansNative}
 
 

@@ -221,13 +221,16 @@ class OrtBackend:
         ``decision_function`` stays unavailable, the file does not compute it).
         """
         est = self._est_ir
+        svm = isinstance(est, ir.KernelSVM)
         if from_ir and self._est is None and isinstance(est, ir.Linear):
             scores = np.asarray(self._run("scores", X)[0], dtype=np.float64)
         else:
-            # a graph whose second output is probabilities has a raw-scores twin
-            raw = est is None or "predict_proba" in self._methods
+            # a graph whose second output is probabilities has a raw-scores twin (so has a binary
+            # SVC's, whose main graph outputs libsvm's [-s, s] where scikit-learn says -s)
+            raw = est is None or "predict_proba" in self._methods or (svm and est.is_classifier)
             scores = self._second_output(self._run("raw" if raw else "main", X), "decision_function")
-        if est is not None and est.n_targets == 1 and scores.ndim == 2:
+        one = getattr(est, "n_targets", 0) == 1 or (svm and (est.n_classes == 2 or not est.is_classifier))
+        if est is not None and one and scores.ndim == 2:
             return scores[:, -1].copy()
         return scores
 
@@ -259,6 +262,10 @@ class OrtBackend:
             return y.reshape(-1).astype(np.int32, copy=False)  # scikit-learn's label dtype
         if getattr(est, "multilabel", False):
             return y.astype(int, copy=False)  # the indicator matrix
+        if isinstance(est, ir.KernelSVM) and not est.is_classifier:
+            # a OneClassSVM's label is Sign(score) (0 where the score is exactly 0, where
+            # scikit-learn says -1); an SVR's value is one column
+            return y.reshape(-1).astype(np.int64 if est.kind == "one_class" else np.float64, copy=False)
         if est.is_classifier:
             labels = y.reshape(-1).astype(est.classes.dtype, copy=False)
             return self._break_ties(X, outs[1], labels) if self._tie_break and len(outs) > 1 else labels
@@ -310,4 +317,5 @@ class OrtBackend:
         if est is None or "score_samples" not in self._methods:
             raise MethodUnavailableError(f"{self._owner} has no score_samples")
         # the graph outputs decision_function = score_samples - offset_
-        return self.decision_function(X) + est.post_params[1]
+        offset = est.offset if isinstance(est, ir.KernelSVM) else est.post_params[1]
+        return self.decision_function(X) + offset
