@@ -327,6 +327,8 @@ class _Reader:
     def _finish(self, outs):
         if any(_trees.is_tree_value(v) for _, v in outs):
             return _trees.finish(outs, self.graph.name)
+        if any(_nn.is_nn_value(v) for _, v in outs):
+            return _nn.finish(outs, self.graph.name, self.float_bits)
         if any(_svm.is_svm_value(v) for _, v in outs):
             return _svm.finish(outs, self.graph.name)
         labels = [(n, v) for n, v in outs if isinstance(v, _Label)]
@@ -1012,6 +1014,7 @@ _HANDLERS: Dict[Tuple[str, str], Tuple[Callable, int, int]] = {
 
 # tree ensembles live in their own module, which adds its handlers to these tables
 from . import onnx_trees as _trees  # noqa: E402
+from . import onnx_nn as _nn  # noqa: E402  (MLPs and k-means, likewise)
 from . import onnx_svm as _svm  # noqa: E402
 
 

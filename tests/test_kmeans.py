@@ -197,7 +197,6 @@ def test_methods_and_errors():
             getattr(pred, method)(np.zeros((1, 16)))
 
 
-@pytest.mark.xfail(strict=True, reason="ONNX import of k-means graphs comes in the next commit")
 def test_onnx_file_runs_on_native(tmp_path):
     est = _fit("KMeans")
     path = tmp_path / "km.onnx"
@@ -236,3 +235,22 @@ def test_valid_ir_and_frontend_copy():
 def test_invalid_ir_is_refused(centers, kw, words):
     with pytest.raises(InvalidModelError, match=words):
         ir.Centroids(centers=centers, **kw).validate()
+
+
+def test_onnx_graphs_read_back_and_refuse_other_constants():
+    from onnx import numpy_helper
+    import onnx
+    from fastml.converters import to_onnx
+
+    est = _fit("KMeans")
+    proto = to_onnx(est, dtype=np.float64)
+    m = from_onnx(proto)
+    assert m.precision == "float64"
+    np.testing.assert_array_equal(m.centers, est.cluster_centers_)
+    bad = onnx.ModelProto.FromString(proto.SerializeToString())
+    for t in bad.graph.initializer:
+        if t.name == "Ad_Addcst":  # ||c||^2, as skl2onnx names it
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) + 1.0, t.name))
+    with pytest.raises(Exception, match="not \\|\\|c\\|\\|\\^2 of the centers") as info:
+        from_onnx(bad)
+    assert type(info.value).__name__ == "UnsupportedModelError"

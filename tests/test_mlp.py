@@ -142,7 +142,6 @@ def test_float32_fitted_model_computes_like_sklearn(task):
     _check(est, pred, _queries(dtype=np.float64), MLP_NATIVE_TOL, True, f"{task} f64")
 
 
-@pytest.mark.xfail(strict=True, reason="ONNX import of MLP graphs comes in the next commit")
 @pytest.mark.parametrize("task", ("multiclass", "multilabel", "regressor"))
 def test_onnx_file_runs_on_native_like_onnxruntime(task, tmp_path):
     """The third edge: skl2onnx's float32 graph read back into IR runs on native like ORT runs it."""
@@ -292,10 +291,54 @@ def test_frontend_copies_and_never_mutates():
     assert all(np.array_equal(a, b) for a, b in zip(before, est.coefs_)) and est.coefs_[0].flags.writeable
 
 
-@pytest.mark.xfail(strict=True, reason="ONNX import of MLP graphs comes in the next commit")
 def test_export_roundtrip_reads_every_activation():
     for activation in ACTIVATIONS:
         est = _fit("binary", activation)
         m = from_onnx(to_onnx(est))
         assert isinstance(m, ir.MLP) and m.activation == activation and list(m.classes) == ["no", "yes"]
         np.testing.assert_array_equal(m.weights[0], est.coefs_[0].astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("task", ("binary", "multiclass", "regressor"))
+def test_onnx_graph_reads_back_as_the_same_network(task, dtype):
+    est = _fit(task, "relu")
+    m = from_onnx(to_onnx(est, dtype=dtype))
+    assert m.precision == ("float32" if dtype == np.float32 else "float64")
+    assert m.activation == "relu" and m.out_activation == est.out_activation_ and m.n_layers == 3
+    for got, want in zip(m.weights + m.biases, est.coefs_ + est.intercepts_):
+        np.testing.assert_array_equal(got, want.astype(dtype))
+
+
+def test_onnx_multioutput_regressor_graph_is_refused():
+    """skl2onnx reshapes its (n, 2) values to (n * 2, 1): no IR expresses that output."""
+    with pytest.raises(UnsupportedModelError, match=r"reshapes 2 output column\(s\) to \[-1, 1\]"):
+        from_onnx(to_onnx(_fit("multioutput", "relu")))
+
+
+def _edit_graph(proto, **changes):
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    for name, fn in changes.items():
+        for t in proto.graph.initializer:
+            if t.name == name:
+                t.CopyFrom(numpy_helper.from_array(fn(numpy_helper.to_array(t)), name))
+    return proto
+
+
+def test_malformed_onnx_networks_get_typed_errors():
+    import onnx
+
+    proto = to_onnx(_fit("multiclass", "tanh"))
+    with pytest.raises(InvalidModelError, match="weight matrix of shape"):
+        from_onnx(_edit_graph(proto, coefficient1=lambda w: w[:-1]))
+    with pytest.raises(InvalidModelError, match="bias has"):
+        from_onnx(_edit_graph(proto, intercepts1=lambda b: b[:, :-1]))
+    with pytest.raises(InvalidModelError, match="NaN or infinity"):
+        from_onnx(_edit_graph(proto, coefficient=lambda w: np.full_like(w, np.nan)))
+    bad = onnx.ModelProto.FromString(proto.SerializeToString())
+    next(n for n in bad.graph.node if n.op_type == "Tanh").op_type = "Relu"  # two hidden activations
+    with pytest.raises(UnsupportedModelError, match="different activations"):
+        from_onnx(bad)
