@@ -28,6 +28,7 @@ cdef extern from "fm_svm.h" nogil:
         const double *b
         const double *pa
         const double *pb
+        const double *lin
         const int32_t *seg
         const int32_t *pair
     Py_ssize_t fm_svm_work_size(const fm_svm_plan *pl, Py_ssize_t n)
@@ -99,6 +100,12 @@ cdef class SVMKernel:
         if prob_a is not None:
             self.arrays["pa"] = np.ascontiguousarray(prob_a, dtype=np.float64).reshape(NP)
             self.arrays["pb"] = np.ascontiguousarray(prob_b, dtype=np.float64).reshape(NP)
+        if kernel == "linear":  # fold: pair q's weights = sum over its vectors of coef * s
+            lin = np.zeros((NP, F))
+            for c in range(K):
+                for m in range(M):
+                    lin[pair[c, m]] += coef[m, start[c]:start[c + 1]] @ sv[start[c]:start[c + 1]]
+            self.arrays["lin"] = lin
         a = self.arrays
         self.pl.F, self.pl.P, self.pl.M, self.pl.K, self.pl.NP = F, P, M, K, NP
         self.pl.kernel, self.pl.degree = KERNELS[kernel], degree
@@ -112,6 +119,7 @@ cdef class SVMKernel:
         self.pl.b = <const double *> cnp.PyArray_DATA(a["b"])
         self.pl.seg = <const int32_t *> cnp.PyArray_DATA(a["seg"])
         self.pl.pair = <const int32_t *> cnp.PyArray_DATA(a["pair"])
+        self.pl.lin = <const double *> cnp.PyArray_DATA(a["lin"]) if "lin" in a else NULL
         self.pl.pa = <const double *> cnp.PyArray_DATA(a["pa"]) if "pa" in a else NULL
         self.pl.pb = <const double *> cnp.PyArray_DATA(a["pb"]) if "pb" in a else NULL
         self.n_features, self.n_classes, self.n_pairs, self.n_panels = F, K, NP, P

@@ -312,8 +312,9 @@ class SVMNative(_Native):
         else:
             self._decision = (_svm.OVR, k) if est.decision_shape == "ovr" else (_svm.RAW, est.n_pairs)
         self._predict = _svm.TIES if est.break_ties and est.decision_shape == "ovr" and k > 2 else _svm.VOTE
-        self.info = {"kernel": f"svm {est.kernel}: 8x16 tiles of float64 dot products fused with the kernel "
-                               "function and the dual-coefficient sums",
+        how = ("folded into one float64 weight vector per pair" if est.kernel == "linear" else
+               "8x16 tiles of float64 dot products fused with the kernel function and the dual-coefficient sums")
+        self.info = {"kernel": f"svm {est.kernel}: {how}",
                      "n_support_vectors": est.n_sv, "n_threads": self._nt}
 
     def _need(self, method: str) -> None:

@@ -34,6 +34,9 @@
  * class).  Fewer than 8 rows (batch 1): row, then 4 panels at a time, so
  * 8 independent FMA chains hide the FMA latency.
  *
+ * The linear kernel is folded into one weight vector per pair (sum_s coef_s s),
+ * computed once in float64: the same sum in another order.
+ *
  * Exactness: where |x|^2 + |s|^2 is so large that the cancelling form could
  * lose more than 1e-11 of the exponent (huge norms), that kernel value is
  * recomputed from the differences, as libsvm does.  The polynomial kernel
@@ -72,6 +75,7 @@ typedef struct {
     double big;                  /* |x|^2 + |s|^2 above which RBF is recomputed exactly */
     double big_row;              /* big - the largest |s|^2: rows below it never need that */
     const double *sv, *sn, *coef, *b, *pa, *pb;
+    const double *lin;           /* linear kernel folded: lin[q * F + f] = sum_s coef_s s_f of pair q, or NULL */
     const int32_t *seg, *pair;
 } fm_svm_plan;
 
@@ -95,14 +99,14 @@ static inline double fm_svm_powi(double base, int times)
 /* kernel values of one row against panel p from their dot products, multiplied
  * into the row's accumulators acc[m][16] */
 static inline void fm_svm_accumulate(const fm_svm_plan *pl, ptrdiff_t p, const double *x, double xx,
-                                     const double *dot, double *acc)
+                                     const double *restrict dot, double *restrict acc)
 {
     double k[FM_SVM_LANES];
-    const double *coef = pl->coef + p * pl->M * FM_SVM_LANES;
+    const double *restrict coef = pl->coef + p * pl->M * FM_SVM_LANES;
     const double g = pl->gamma;
     switch (pl->kernel) {
     case FM_SVM_RBF: {
-        const double *sn = pl->sn + p * FM_SVM_LANES;
+        const double *restrict sn = pl->sn + p * FM_SVM_LANES;
         int exact = 0;
         for (int l = 0; l < FM_SVM_LANES; l++) {
             double d = xx + sn[l] - 2.0 * dot[l];
@@ -337,8 +341,15 @@ static int fm_svm_block(const fm_svm_plan *pl, const void *X, int f32, ptrdiff_t
 
     memset(acc, 0, sizeof(double) * n * M * FM_SVM_LANES);
     memset(dec, 0, sizeof(double) * n * NP);
+    if (pl->lin) /* linear kernel: sum_s coef_s x.s = x . (sum_s coef_s s) */
+        for (ptrdiff_t r = 0; r < n; r++)
+            for (ptrdiff_t q = 0; q < NP; q++) {
+                double s = 0.0;
+                for (ptrdiff_t f = 0; f < F; f++) s += xb[r * F + f] * pl->lin[q * F + f];
+                dec[r * NP + q] = s;
+            }
     const ptrdiff_t full = n / FM_SVM_TILE * FM_SVM_TILE;
-    for (ptrdiff_t c = 0; c < pl->K; c++) {
+    for (ptrdiff_t c = 0; c < pl->K && !pl->lin; c++) {
         const ptrdiff_t p0 = pl->seg[c], p1 = pl->seg[c + 1];
         if (p0 == p1) continue;
         /* whole tiles of 8 rows: panel outer, so a panel is read from L1 for every tile */
