@@ -22,7 +22,7 @@ def _models():
     from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
-    from sklearn.svm import LinearSVC
+    from sklearn.svm import SVC, LinearSVC
 
     digits, cancer, wine, diabetes = (load_digits(return_X_y=True), load_breast_cancer(return_X_y=True),
                                       load_wine(return_X_y=True), load_diabetes(return_X_y=True))
@@ -34,6 +34,7 @@ def _models():
         ("Ridge diabetes", Ridge(), diabetes),
         ("RandomForestClassifier breast_cancer", RandomForestClassifier(100, max_depth=10, random_state=0), cancer),
         ("GradientBoostingRegressor diabetes", GradientBoostingRegressor(random_state=0), diabetes),
+        ("SVC rbf digits (10 classes)", make_pipeline(StandardScaler(), SVC()), digits),
     ]
 
 
