@@ -481,3 +481,19 @@ def test_one_class_onnx_regressor_with_one_class_flag_is_refused():
                               ir_version=10)
     with pytest.raises(UnsupportedModelError, match="one_class"):
         from_onnx(proto)
+
+
+def test_a_model_fitted_on_sparse_input_runs_on_dense_rows():
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = _data("3 classes")
+    X = np.where(np.abs(X) < 0.8, 0.0, X)  # mostly zeros
+    est = SVC(gamma=0.05).fit(sparse.csr_matrix(X), y)
+    p = fastml.Predictor(est, backend="native")
+    np.testing.assert_array_equal(p.predict(X), est.predict(X))
+    _check(p.decision_function(X), est.decision_function(X), 1.0 + np.abs(_kernel_sparse(est, X)), 1e-6, 1e-12)
+
+
+def _kernel_sparse(est, X):
+    S = est.support_vectors_.toarray()
+    K = np.exp(-est._gamma * ((X[:, None, :] - S[None]) ** 2).sum(-1))
+    return K @ np.abs(est._dual_coef_.toarray()).sum(axis=0)
