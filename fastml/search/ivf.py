@@ -101,6 +101,8 @@ class IndexIVF(Index):
         self._relayout()
 
     def _check_lists(self, arrays) -> None:
+        if self.quantizer.ntotal != self.nlist:
+            raise InvalidModelError(f"the quantizer holds {self.quantizer.ntotal} centroids, expected nlist={self.nlist}")
         self.list_no = check_array(arrays["list_no"], "list_no", np.int64, (self.ntotal,))
         if self.ntotal and (self.list_no.min() < 0 or self.list_no.max() >= self.nlist):
             raise InvalidModelError(f"list_no: cell numbers must be in [0, {self.nlist}), got "
@@ -166,6 +168,7 @@ class IndexIVFPQ(IndexIVF):
         self._packed = np.zeros(0, np.uint8)
         self._slot_rows = np.zeros(0, np.int64)
         self._lstart = np.zeros(self.nlist, np.int64)
+        self._llen = np.zeros(self.nlist, np.int64)
 
     def _encoder_trained(self):
         return self.pq.is_trained
@@ -177,6 +180,7 @@ class IndexIVFPQ(IndexIVF):
         self.pq.verbose = self.pq.verbose or self.verbose
         self.pq.train(np.ascontiguousarray(r), self.n_threads)
         self._precompute()
+        self._rebuild()
 
     def _precompute(self):
         """Per-cell table |r|^2 + 2 c.r (L2); inner product needs none."""
@@ -185,8 +189,9 @@ class IndexIVFPQ(IndexIVF):
             return
         C = self.quantizer.xb.reshape(self.nlist, self.M, self.pq.dsub)
         cent = self.pq.centroids                                            # (M, ksub, dsub)
-        cr = np.einsum("lmt,mjt->lmj", C, cent, optimize=True)
-        self._precomp = np.ascontiguousarray(self.pq._cnorm[None] + 2 * cr, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd loaded values: the kernel scans non-finite tables in float
+            cr = np.einsum("lmt,mjt->lmj", C, cent, optimize=True)
+            self._precomp = np.ascontiguousarray(self.pq._cnorm[None] + 2 * cr, dtype=np.float32)
 
     def _residuals(self, x, lists):
         return np.ascontiguousarray(x - self.quantizer.xb[lists])
