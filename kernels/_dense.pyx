@@ -38,13 +38,13 @@ cdef extern from "fm_dense.h" nogil:
         const double *zero
         const double *cn64
     int fm_mlp_run_f(const fm_mlp *m, const void *X, int x32, Py_ssize_t rs, Py_ssize_t n,
-                     int kind, double *out, Py_ssize_t *idx, int n_threads)
+                     int kind, double *out, Py_ssize_t *idx, int n_threads, Py_ssize_t min_parallel)
     int fm_mlp_run_d(const fm_mlp *m, const void *X, int x32, Py_ssize_t rs, Py_ssize_t n,
-                     int kind, double *out, Py_ssize_t *idx, int n_threads)
+                     int kind, double *out, Py_ssize_t *idx, int n_threads, Py_ssize_t min_parallel)
     int fm_kmeans_run_f(const fm_kmeans *m, const void *X, int x32, Py_ssize_t rs, Py_ssize_t n,
-                        int kind, int32_t *lab, double *dist, int n_threads)
+                        int kind, int32_t *lab, double *dist, int n_threads, Py_ssize_t min_parallel)
     int fm_kmeans_run_d(const fm_kmeans *m, const void *X, int x32, Py_ssize_t rs, Py_ssize_t n,
-                        int kind, int32_t *lab, double *dist, int n_threads)
+                        int kind, int32_t *lab, double *dist, int n_threads, Py_ssize_t min_parallel)
 
 cdef enum:
     A_IDENTITY = 0
@@ -60,6 +60,15 @@ cdef enum:
     KM_DISTANCES = 1
     NR_F = 32
     NR_D = 16
+    # a call runs on threads when it has at least this many multiply-adds (about 40 us on one
+    # core: waking a second thread costs a few us) and at least MIN_PARALLEL_ROWS rows
+    PARALLEL_MACS = 2000000
+    MIN_PARALLEL_ROWS = 16
+
+
+cdef Py_ssize_t _min_parallel(Py_ssize_t macs_per_row):
+    cdef Py_ssize_t rows = PARALLEL_MACS // max(macs_per_row, 1) + 1
+    return rows if rows > MIN_PARALLEL_ROWS else MIN_PARALLEL_ROWS
 
 ACTIVATIONS = {"identity": A_IDENTITY, "logistic": A_LOGISTIC, "tanh": A_TANH, "relu": A_RELU,
                "softmax": A_SOFTMAX, "exp": A_EXP}
@@ -156,7 +165,7 @@ cdef class MLPKernel:
 
     cdef _Packed p64
     cdef _Packed p32
-    cdef readonly Py_ssize_t n_features, n_outputs
+    cdef readonly Py_ssize_t n_features, n_outputs, min_parallel
     cdef readonly bint float32
 
     def __cinit__(self, weights, biases, str activation, str out_activation, bint float32=False):
@@ -166,6 +175,7 @@ cdef class MLPKernel:
         self.float32 = float32
         self.n_features = weights[0].shape[0]
         self.n_outputs = weights[len(weights) - 1].shape[1]
+        self.min_parallel = _min_parallel(sum(w.shape[0] * w.shape[1] for w in weights))
 
     def run(self, cnp.ndarray X, cnp.ndarray out, int kind, int n_threads=1):
         """Fill ``out`` (float64 values or [1 - p, p]; intp indices for ``ARGMAX``), C-contiguous."""
@@ -194,9 +204,9 @@ cdef class MLPKernel:
         cdef fm_mlp *m = &self.p32.m if f32 else &self.p64.m
         with nogil:
             if f32:
-                r = fm_mlp_run_f(m, xp, 1, rs, n, kind, op, ip, n_threads)
+                r = fm_mlp_run_f(m, xp, 1, rs, n, kind, op, ip, n_threads, self.min_parallel)
             else:
-                r = fm_mlp_run_d(m, xp, xk, rs, n, kind, op, ip, n_threads)
+                r = fm_mlp_run_d(m, xp, xk, rs, n, kind, op, ip, n_threads, self.min_parallel)
         if r < 0:
             raise MemoryError("fastml MLP kernel: out of memory for scratch rows")
         return r
@@ -211,13 +221,14 @@ cdef class KMeansKernel:
     cdef fm_kmeans k64
     cdef fm_kmeans k32
     cdef list keep
-    cdef readonly Py_ssize_t n_features, n_clusters
+    cdef readonly Py_ssize_t n_features, n_clusters, min_parallel
     cdef readonly bint float32
 
     def __cinit__(self, centers, bint float32=False):
         C = np.ascontiguousarray(centers, dtype=np.float64)
         K, F = C.shape
         self.n_features, self.n_clusters, self.float32 = F, K, float32
+        self.min_parallel = _min_parallel(F * K)
         self.keep = []
         self._fill(&self.k64, C, np.float64)
         if float32:
@@ -231,6 +242,7 @@ cdef class KMeansKernel:
         width = P.shape[0] * nr
         # ||c||^2 as scikit-learn's row_norms computes it (einsum in the centers' dtype)
         cn = _pad(np.einsum("ij,ij->i", Cd, Cd), width, dtype)
+        cn[C.shape[0]:] = np.inf  # padded columns never win the argmin
         cn64 = np.einsum("ij,ij->i", C, C)
         zero = np.zeros(width, dtype=dtype)
         self.keep += [P, cn, zero, cn64]
@@ -265,9 +277,9 @@ cdef class KMeansKernel:
         cdef bint f32 = xk == 1 and self.float32 and kind == KM_LABELS
         with nogil:
             if f32:
-                r = fm_kmeans_run_f(&self.k32, xp, 1, rs, n, kind, lp, dp, n_threads)
+                r = fm_kmeans_run_f(&self.k32, xp, 1, rs, n, kind, lp, dp, n_threads, self.min_parallel)
             else:
-                r = fm_kmeans_run_d(&self.k64, xp, xk, rs, n, kind, lp, dp, n_threads)
+                r = fm_kmeans_run_d(&self.k64, xp, xk, rs, n, kind, lp, dp, n_threads, self.min_parallel)
         if r < 0:
             raise MemoryError("fastml k-means kernel: out of memory for scratch rows")
         return r

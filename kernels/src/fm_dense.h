@@ -207,6 +207,65 @@ typedef struct {
 #define FM_BLOCK_D 64
 #define FM_SCRATCH_STACK 16384  /* bytes: small calls use the stack, not malloc */
 
+/* Runs fn over every row of a call, in blocks.  Few rows (or one thread): inline on the
+ * calling thread, scratch on the stack when it fits.  Otherwise blocks of at most `block`
+ * rows (fewer when that would leave a thread idle) are OpenMP tasks, each thread with its
+ * own scratch.  Returns 0, 1 (a block saw NaN/inf) or -1 (out of memory). */
+typedef int (*fm_rows_fn)(const void *ctx, ptrdiff_t i0, ptrdiff_t n, void *scratch);
+
+static int fm_dense_rows(fm_rows_fn fn, const void *ctx, ptrdiff_t n, ptrdiff_t block,
+                         size_t row_bytes, int n_threads, ptrdiff_t min_parallel)
+{
+    ptrdiff_t blk = block;
+    int par = n_threads > 1 && n >= min_parallel;
+    if (par) {
+        ptrdiff_t per = (n + n_threads - 1) / n_threads;
+        per = (per + FM_MR - 1) / FM_MR * FM_MR;
+        blk = per < blk ? per : blk;
+    }
+    ptrdiff_t nb = (n + blk - 1) / blk;
+    size_t need = ((size_t)(n < blk ? n : blk) * row_bytes + 63) & ~(size_t)63;
+    if (!par || nb < 2) {
+        _Alignas(64) char stack[FM_SCRATCH_STACK];
+        void *buf = need <= sizeof stack ? (void *)stack : aligned_alloc(64, need);
+        if (buf == NULL) return -1;
+        int bad = 0;
+        for (ptrdiff_t b = 0; b < nb && !bad; b++) {
+            ptrdiff_t i0 = b * blk;
+            bad = fn(ctx, i0, (i0 + blk < n ? i0 + blk : n) - i0, buf);
+        }
+        if (buf != (void *)stack) free(buf);
+        return bad;
+    }
+    int bad = 0, oom = 0;
+    #pragma omp parallel num_threads(n_threads) reduction(|:bad) reduction(|:oom)
+    {
+        void *buf = aligned_alloc(64, need);
+        oom |= buf == NULL;
+        #pragma omp for schedule(dynamic)
+        for (ptrdiff_t b = 0; b < nb; b++) {
+            if (buf == NULL || bad) continue;
+            ptrdiff_t i0 = b * blk;
+            bad |= fn(ctx, i0, (i0 + blk < n ? i0 + blk : n) - i0, buf);
+        }
+        free(buf);
+    }
+    return oom ? -1 : bad;
+}
+
+typedef struct {
+    const void *m;
+    const void *X;
+    int x32;
+    ptrdiff_t rs;
+    int kind;
+    double *out;      /* MLP values / k-means distances */
+    ptrdiff_t *idx;   /* MLP labels */
+    int32_t *lab;     /* k-means labels */
+} fm_call;
+
+#define FM_XROW(c, i0) ((const char *)(c)->X + (i0) * (c)->rs * ((c)->x32 ? sizeof(float) : sizeof(double)))
+
 #define FM_DENSE_TYPE(SFX, T, VL, EXP, BLOCK)                                                 \
 static inline void fm_activate_##SFX(T *a, ptrdiff_t n, int act)                             \
 {                                                                                             \
@@ -287,44 +346,23 @@ static inline int fm_mlp_block_##SFX(const fm_mlp *m, const void *X, int x32, pt
     return 0;                                                                                 \
 }                                                                                             \
                                                                                               \
+static int fm_mlp_rows_##SFX(const void *ctx, ptrdiff_t i0, ptrdiff_t n, void *buf)          \
+{                                                                                             \
+    const fm_call *c = (const fm_call *)ctx;                                                  \
+    const fm_mlp *m = (const fm_mlp *)c->m;                                                   \
+    ptrdiff_t oc = c->kind == FM_OUT_BINARY ? 2 : m->dims[m->n_layers];                       \
+    return fm_mlp_block_##SFX(m, FM_XROW(c, i0), c->x32, c->rs, n, (T *)buf, c->kind,         \
+                              c->out ? c->out + i0 * oc : NULL, c->idx ? c->idx + i0 : NULL); \
+}                                                                                             \
+                                                                                              \
 /* every row of X: 0, 1 (NaN/inf in X) or -1 (out of memory) */                              \
 static int fm_mlp_run_##SFX(const fm_mlp *m, const void *X, int x32, ptrdiff_t rs, ptrdiff_t n, \
-                            int kind, double *out, ptrdiff_t *idx, int n_threads)             \
+                            int kind, double *out, ptrdiff_t *idx, int n_threads,             \
+                            ptrdiff_t min_parallel)                                           \
 {                                                                                             \
-    const size_t xs = x32 ? sizeof(float) : sizeof(double);                                   \
-    const ptrdiff_t K = m->dims[m->n_layers];                                                 \
-    const ptrdiff_t oc = kind == FM_OUT_BINARY ? 2 : K;                                       \
-    ptrdiff_t nb = (n + BLOCK - 1) / BLOCK;                                                   \
-    if (n_threads <= 1 || nb < 2) {                                                           \
-        size_t need = 2 * (size_t)(n < BLOCK ? n : BLOCK) * (size_t)m->width * sizeof(T);      \
-        _Alignas(64) char stack[FM_SCRATCH_STACK];                                            \
-        T *buf = need <= sizeof stack ? (T *)stack : (T *)aligned_alloc(64, (need + 63) & ~(size_t)63); \
-        if (buf == NULL) return -1;                                                           \
-        int bad = 0;                                                                          \
-        for (ptrdiff_t b = 0; b < nb && !bad; b++) {                                          \
-            ptrdiff_t i0 = b * BLOCK, i1 = i0 + BLOCK < n ? i0 + BLOCK : n;                   \
-            bad = fm_mlp_block_##SFX(m, (const char *)X + i0 * rs * xs, x32, rs, i1 - i0, buf,  \
-                                     kind, out ? out + i0 * oc : NULL, idx ? idx + i0 : NULL); \
-        }                                                                                     \
-        if ((char *)buf != stack) free(buf);                                                  \
-        return bad;                                                                           \
-    }                                                                                         \
-    int bad = 0, oom = 0;                                                                     \
-    size_t need = ((2 * (size_t)BLOCK * (size_t)m->width * sizeof(T)) + 63) & ~(size_t)63;    \
-    _Pragma("omp parallel num_threads(n_threads) reduction(|:bad) reduction(|:oom)")          \
-    {                                                                                         \
-        T *buf = (T *)aligned_alloc(64, need);                                                \
-        oom |= buf == NULL;                                                                   \
-        _Pragma("omp for schedule(dynamic)")                                                  \
-        for (ptrdiff_t b = 0; b < nb; b++) {                                                  \
-            if (buf == NULL || bad) continue;                                                 \
-            ptrdiff_t i0 = b * BLOCK, i1 = i0 + BLOCK < n ? i0 + BLOCK : n;                   \
-            bad |= fm_mlp_block_##SFX(m, (const char *)X + i0 * rs * xs, x32, rs, i1 - i0, buf, \
-                                      kind, out ? out + i0 * oc : NULL, idx ? idx + i0 : NULL); \
-        }                                                                                     \
-        free(buf);                                                                            \
-    }                                                                                         \
-    return oom ? -1 : bad;                                                                    \
+    fm_call c = {m, X, x32, rs, kind, out, idx, NULL};                                        \
+    return fm_dense_rows(fm_mlp_rows_##SFX, &c, n, BLOCK, 2 * (size_t)m->width * sizeof(T),  \
+                         n_threads, min_parallel);                                            \
 }
 
 #define FM_LAYER0_f fm_layer_ff
@@ -346,10 +384,40 @@ FM_DENSE_TYPE(d, double, FM_VLD, fm_exp_f64, FM_BLOCK_D)
 /* k-means: labels = first argmin of ||c||^2 - 2 x.c; distances in double.   */
 /* ------------------------------------------------------------------------ */
 
+typedef int32_t fm_dvi32 __attribute__((vector_size(64)));
+typedef int64_t fm_dvi64 __attribute__((vector_size(64)));
+
+/* First index of the minimum of r[0 : ld) (ld a multiple of VL; padding holds +inf).
+ * Each lane keeps its smallest value and the first chunk holding it (strict <); the
+ * winner is the smallest index among the lanes that hold the overall minimum: exactly
+ * the first minimum a scalar scan finds (scikit-learn's rule), in ld / VL vector steps. */
+#define FM_ARGMIN(NAME, T, V, VI, VL, LD)                                                    \
+static inline int32_t NAME(const T *r, ptrdiff_t ld)                                        \
+{                                                                                            \
+    V bv = LD(r);                                                                            \
+    VI bi = {0}, ci = {0};                                                                   \
+    for (ptrdiff_t j = VL; j < ld; j += VL) {                                                \
+        V v = LD(r + j);                                                                     \
+        ci += 1;                                                                             \
+        VI m = (VI)(v < bv);                                                                 \
+        bv = (V)(((VI)v & m) | ((VI)bv & ~m));                                               \
+        bi = (ci & m) | (bi & ~m);                                                           \
+    }                                                                                        \
+    T best = bv[0];                                                                          \
+    int64_t idx = (int64_t)bi[0] * VL;                                                       \
+    for (int l = 1; l < VL; l++) {                                                           \
+        int64_t k = (int64_t)bi[l] * VL + l;                                                 \
+        if (bv[l] < best || (bv[l] == best && k < idx)) { best = bv[l]; idx = k; }           \
+    }                                                                                        \
+    return (int32_t)idx;                                                                     \
+}
+FM_ARGMIN(fm_argmin_f, float, fm_dvf, fm_dvi32, FM_VLF, fm_ldvf)
+FM_ARGMIN(fm_argmin_d, double, fm_dvd, fm_dvi64, FM_VLD, fm_ldvd)
+
 typedef struct {
     ptrdiff_t F, K, panels;
     const void *w;      /* packed -2 C^T in the compute type */
-    const void *cn;     /* ||c||^2, padded (labels) */
+    const void *cn;     /* ||c||^2, padded with +inf (labels: padding never wins) */
     const double *zero; /* zeros, padded (distances add ||c||^2 last, like scikit-learn) */
     const double *cn64; /* ||c||^2 in double */
 } fm_kmeans;
@@ -372,10 +440,7 @@ static inline int fm_kmeans_block_##SFX(const fm_kmeans *m, const void *X, int x
     for (ptrdiff_t i = 0; i < n; i++) {                                                       \
         const T *r = buf + i * ld;                                                            \
         if (kind == FM_KM_LABELS) {                                                           \
-            T m0 = r[0];                                                                      \
-            int32_t best = 0;                                                                 \
-            for (ptrdiff_t k = 1; k < K; k++) if (r[k] < m0) { m0 = r[k]; best = (int32_t)k; } \
-            lab[i] = best;                                                                    \
+            lab[i] = fm_argmin_##SFX(r, ld);                                                  \
         } else {                                                                              \
             double xx = 0;                                                                    \
             if (x32) {                                                                        \
@@ -395,41 +460,21 @@ static inline int fm_kmeans_block_##SFX(const fm_kmeans *m, const void *X, int x
     return 0;                                                                                 \
 }                                                                                             \
                                                                                               \
-static int fm_kmeans_run_##SFX(const fm_kmeans *m, const void *X, int x32, ptrdiff_t rs,     \
-                               ptrdiff_t n, int kind, int32_t *lab, double *dist, int n_threads) \
+static int fm_kmeans_rows_##SFX(const void *ctx, ptrdiff_t i0, ptrdiff_t n, void *buf)       \
 {                                                                                             \
-    const size_t xs = x32 ? sizeof(float) : sizeof(double);                                   \
-    const ptrdiff_t ld = m->panels * 2 * VL;                                                  \
-    ptrdiff_t nb = (n + BLOCK - 1) / BLOCK;                                                   \
-    size_t need = (((size_t)(n < BLOCK ? n : BLOCK) * (size_t)ld * sizeof(T)) + 63) & ~(size_t)63; \
-    if (n_threads <= 1 || nb < 2) {                                                           \
-        _Alignas(64) char stack[FM_SCRATCH_STACK];                                            \
-        T *buf = need <= sizeof stack ? (T *)stack : (T *)aligned_alloc(64, need);            \
-        if (buf == NULL) return -1;                                                           \
-        int bad = 0;                                                                          \
-        for (ptrdiff_t b = 0; b < nb && !bad; b++) {                                          \
-            ptrdiff_t i0 = b * BLOCK, i1 = i0 + BLOCK < n ? i0 + BLOCK : n;                   \
-            bad = fm_kmeans_block_##SFX(m, (const char *)X + i0 * rs * xs, x32, rs, i1 - i0, buf, \
-                                        kind, lab ? lab + i0 : NULL, dist ? dist + i0 * m->K : NULL); \
-        }                                                                                     \
-        if ((char *)buf != stack) free(buf);                                                  \
-        return bad;                                                                           \
-    }                                                                                         \
-    int bad = 0, oom = 0;                                                                     \
-    _Pragma("omp parallel num_threads(n_threads) reduction(|:bad) reduction(|:oom)")          \
-    {                                                                                         \
-        T *buf = (T *)aligned_alloc(64, need);                                                \
-        oom |= buf == NULL;                                                                   \
-        _Pragma("omp for schedule(dynamic)")                                                  \
-        for (ptrdiff_t b = 0; b < nb; b++) {                                                  \
-            if (buf == NULL || bad) continue;                                                 \
-            ptrdiff_t i0 = b * BLOCK, i1 = i0 + BLOCK < n ? i0 + BLOCK : n;                   \
-            bad |= fm_kmeans_block_##SFX(m, (const char *)X + i0 * rs * xs, x32, rs, i1 - i0, buf, \
-                                         kind, lab ? lab + i0 : NULL, dist ? dist + i0 * m->K : NULL); \
-        }                                                                                     \
-        free(buf);                                                                            \
-    }                                                                                         \
-    return oom ? -1 : bad;                                                                    \
+    const fm_call *c = (const fm_call *)ctx;                                                  \
+    const fm_kmeans *m = (const fm_kmeans *)c->m;                                             \
+    return fm_kmeans_block_##SFX(m, FM_XROW(c, i0), c->x32, c->rs, n, (T *)buf, c->kind,      \
+                                 c->lab ? c->lab + i0 : NULL, c->out ? c->out + i0 * m->K : NULL); \
+}                                                                                             \
+                                                                                              \
+static int fm_kmeans_run_##SFX(const fm_kmeans *m, const void *X, int x32, ptrdiff_t rs,     \
+                               ptrdiff_t n, int kind, int32_t *lab, double *dist, int n_threads, \
+                               ptrdiff_t min_parallel)                                        \
+{                                                                                             \
+    fm_call c = {m, X, x32, rs, kind, dist, NULL, lab};                                       \
+    return fm_dense_rows(fm_kmeans_rows_##SFX, &c, n, BLOCK, (size_t)m->panels * 2 * VL * sizeof(T), \
+                         n_threads, min_parallel);                                            \
 }
 
 FM_KMEANS_TYPE(f, float, FM_VLF, FM_BLOCK_F)
