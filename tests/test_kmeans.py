@@ -254,3 +254,24 @@ def test_onnx_graphs_read_back_and_refuse_other_constants():
     with pytest.raises(Exception, match="not \\|\\|c\\|\\|\\^2 of the centers") as info:
         from_onnx(bad)
     assert type(info.value).__name__ == "UnsupportedModelError"
+
+
+def test_concurrent_calls_match_serial_calls():
+    from concurrent.futures import ThreadPoolExecutor
+
+    pred = Predictor(_fit("KMeans"), backend="native", n_threads=2)
+    batches = [_blobs(n=n, seed=s) for s, n in enumerate((1, 9, 300, 900) * 4)]
+    serial = [(pred.predict(X), pred.transform(X)) for X in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda X: (pred.predict(X), pred.transform(X)), batches))
+            assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(got, serial))
+
+
+def test_auto_serves_kmeans_and_says_which_kernel():
+    pred = Predictor(_fit("KMeans"))
+    assert set(pred.backend_info["unavailable"]) == set()
+    assert "argmin" in pred.backend_info["native"]["kernel"]
+    X = _blobs(n=64, seed=2)
+    assert np.array_equal(pred.predict(X), _fit("KMeans").predict(X))
+    assert pred.transform(X).shape == (64, 12)

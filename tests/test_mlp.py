@@ -342,3 +342,28 @@ def test_malformed_onnx_networks_get_typed_errors():
     next(n for n in bad.graph.node if n.op_type == "Tanh").op_type = "Relu"  # two hidden activations
     with pytest.raises(UnsupportedModelError, match="different activations"):
         from_onnx(bad)
+
+
+def test_concurrent_calls_match_serial_calls():
+    """One Predictor, many Python threads, batches that run on OpenMP threads too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    est = _fit("multiclass", "tanh")
+    pred = Predictor(est, backend="native", n_threads=2)
+    batches = [_queries(n=n, seed=s) for s, n in enumerate((1, 9, 200, 700) * 4)]
+    serial = [pred.predict_proba(X) for X in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            got = list(pool.map(pred.predict_proba, batches))
+            assert all(np.array_equal(a, b) for a, b in zip(got, serial))
+
+
+@pytest.mark.parametrize("task", ("binary", "multiclass"))
+def test_float32_probabilities_stay_finite_on_huge_logits(task, tmp_path):
+    """RELIABILITY: softmax / sigmoid finite for logits of +-1e4 and rows summing to 1 (float32)."""
+    path = tmp_path / "m.onnx"
+    Predictor(_fit(task, "identity"), backend="onnxruntime").save(path)
+    X = _queries(n=50, dtype=np.float32) * np.float32(1e4)
+    P = Predictor(str(path), backend="native").predict_proba(X)
+    assert np.all(np.isfinite(P)) and np.all(np.abs(P.sum(axis=1) - 1.0) <= 1e-6)
+    assert_close(P, Predictor(str(path), backend="onnxruntime").predict_proba(X), MLP_F32_TOL)
