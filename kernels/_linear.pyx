@@ -16,11 +16,11 @@ cnp.import_array()
 
 cdef extern from "fm_linear.h" nogil:
     int fm_linear_scores_f32(const float *X, Py_ssize_t rs, Py_ssize_t i0, Py_ssize_t i1,
-                             Py_ssize_t F, const double *W, const double *WT, const double *b,
-                             Py_ssize_t T, Py_ssize_t Tp, double *out)
+                             Py_ssize_t F, Py_ssize_t Fp, const double *W, const double *b,
+                             Py_ssize_t T, double *out)
     int fm_linear_scores_f64(const double *X, Py_ssize_t rs, Py_ssize_t i0, Py_ssize_t i1,
-                             Py_ssize_t F, const double *W, const double *WT, const double *b,
-                             Py_ssize_t T, Py_ssize_t Tp, double *out)
+                             Py_ssize_t F, Py_ssize_t Fp, const double *W, const double *b,
+                             Py_ssize_t T, double *out)
     void fm_linear_transform(double *s, Py_ssize_t n, Py_ssize_t T, int kind, double *p)
     void fm_linear_argmax(const double *s, Py_ssize_t n, Py_ssize_t T, Py_ssize_t *idx)
 
@@ -51,28 +51,25 @@ cdef class LinearKernel:
     the caller converts X and calls again.
     """
 
-    cdef readonly cnp.ndarray W, WT, b
+    cdef readonly cnp.ndarray W, b
     cdef const double *w
-    cdef const double *wt
     cdef const double *bp
     cdef readonly Py_ssize_t n_features, n_targets
-    cdef Py_ssize_t Tp
+    cdef Py_ssize_t Fp
 
     def __cinit__(self, coef, intercept):
-        W = np.ascontiguousarray(coef, dtype=np.float64)
-        if W.ndim != 2 or W.shape[0] < 1 or W.shape[1] < 1:
-            raise ValueError(f"coef must be a non-empty 2-D array, got shape {W.shape}")
-        T, F = W.shape
-        Tp = (T + 7) // 8 * 8
-        WT = np.zeros((F, Tp))
-        WT[:, :T] = W.T
-        b = np.zeros(Tp)
-        b[:T] = np.asarray(intercept, dtype=np.float64).reshape(T)
-        self.W, self.WT, self.b = W, WT, b
+        C = np.asarray(coef, dtype=np.float64)
+        if C.ndim != 2 or C.shape[0] < 1 or C.shape[1] < 1:
+            raise ValueError(f"coef must be a non-empty 2-D array, got shape {C.shape}")
+        T, F = C.shape
+        Fp = (F + 7) // 8 * 8
+        W = np.zeros((T, Fp))  # rows zero-padded to whole vectors
+        W[:, :F] = C
+        b = np.ascontiguousarray(np.asarray(intercept, dtype=np.float64).reshape(T))
+        self.W, self.b = W, b
         self.w = <const double *> cnp.PyArray_DATA(W)
-        self.wt = <const double *> cnp.PyArray_DATA(WT)
         self.bp = <const double *> cnp.PyArray_DATA(b)
-        self.n_features, self.n_targets, self.Tp = F, T, Tp
+        self.n_features, self.n_targets, self.Fp = F, T, Fp
 
     cdef inline bint _layout_ok(self, cnp.ndarray X):
         cdef int t = cnp.PyArray_TYPE(X)
@@ -97,11 +94,11 @@ cdef class LinearKernel:
         else:
             s = out + i0 * T
         if f32:
-            bad = fm_linear_scores_f32(<const float *> X, rs, i0, i1, self.n_features,
-                                       self.w, self.wt, self.bp, T, self.Tp, s)
+            bad = fm_linear_scores_f32(<const float *> X, rs, i0, i1, self.n_features, self.Fp,
+                                       self.w, self.bp, T, s)
         else:
-            bad = fm_linear_scores_f64(<const double *> X, rs, i0, i1, self.n_features,
-                                       self.w, self.wt, self.bp, T, self.Tp, s)
+            bad = fm_linear_scores_f64(<const double *> X, rs, i0, i1, self.n_features, self.Fp,
+                                       self.w, self.bp, T, s)
         if kind == K_ARGMAX:
             fm_linear_argmax(s, n, T, idx + i0)
         elif kind == K_LOGISTIC_BINARY or kind == K_MHUBER_BINARY:
