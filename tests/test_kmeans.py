@@ -51,7 +51,8 @@ def _gap(C, X):
     C, X = C.astype(np.float64), X.astype(np.float64)
     d = ((X[:, None, :] - C[None, :, :]) ** 2).sum(axis=2)
     s = np.sort(d, axis=1)
-    return s[:, 1] - s[:, 0], (X ** 2).sum(axis=1) + (C ** 2).sum(axis=1).max()
+    gap = s[:, 1] - s[:, 0] if s.shape[1] > 1 else np.full(len(s), np.inf)
+    return gap, (X ** 2).sum(axis=1) + (C ** 2).sum(axis=1).max()
 
 
 def _labels_agree(got, want, C, X, rel):
@@ -275,3 +276,23 @@ def test_auto_serves_kmeans_and_says_which_kernel():
     X = _blobs(n=64, seed=2)
     assert np.array_equal(pred.predict(X), _fit("KMeans").predict(X))
     assert pred.transform(X).shape == (64, 12)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("k, d", [(1, 3), (5, 1), (17, 9), (33, 70)])
+def test_kernel_matches_the_numpy_reference(k, d, precision):
+    """Odd sizes (padded panels, one cluster, one feature) against ``reference_nn``."""
+    from reference_nn import reference_kmeans_predict, reference_kmeans_transform
+
+    rng = np.random.default_rng(k * 100 + d)
+    C = rng.normal(0, 2, (k, d))
+    if precision == "float32":
+        C = C.astype(np.float32).astype(np.float64)
+    m = ir.Centroids(centers=C, precision=precision).validate()
+    pred = Predictor(m, backend="native", n_threads=2)
+    for dtype in (np.float32, np.float64):
+        X = rng.normal(0, 2, (301, d)).astype(dtype)
+        rel = 1e-5 if precision == "float32" and dtype == np.float32 else TIE_REL
+        _labels_agree(pred.predict(X), reference_kmeans_predict(m, X), C, X, rel)
+        D = pred.transform(X)  # float32 for float32 input and centers, like scikit-learn
+        _distances_close(D, reference_kmeans_transform(m, X), X, C, 1e-6 if D.dtype == np.float32 else 1e-9)

@@ -367,3 +367,74 @@ def test_float32_probabilities_stay_finite_on_huge_logits(task, tmp_path):
     P = Predictor(str(path), backend="native").predict_proba(X)
     assert np.all(np.isfinite(P)) and np.all(np.abs(P.sum(axis=1) - 1.0) <= 1e-6)
     assert_close(P, Predictor(str(path), backend="onnxruntime").predict_proba(X), MLP_F32_TOL)
+
+
+# --------------------------------------------------------------------------- the kernel against the reference
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("out", ["softmax", "logistic1", "multilabel", "identity", "exp"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_kernel_matches_the_numpy_reference(activation, out, precision):
+    """IR built by hand (odd widths: panel padding, 8-row blocks and their tails) against
+    ``reference_nn``; float32 arithmetic is compared with float32 numpy."""
+    from reference_nn import reference_mlp_predict, reference_mlp_predict_proba
+
+    rng = np.random.default_rng(hash((activation, out, precision)) % 2**32)
+    widths = (13, 37, 5, {"softmax": 4, "logistic1": 1, "multilabel": 3, "identity": 2, "exp": 1}[out])
+    ws = tuple(rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(widths[:-1], widths[1:]))
+    bs = tuple(rng.standard_normal(b) for b in widths[1:])
+    if precision == "float32":
+        ws = tuple(w.astype(np.float32).astype(np.float64) for w in ws)
+        bs = tuple(b.astype(np.float32).astype(np.float64) for b in bs)
+    kw = dict(weights=ws, biases=bs, activation=activation, precision=precision)
+    if out == "softmax":
+        m = ir.MLP(out_activation="softmax", is_classifier=True, classes=np.array([3, 1, 4, 5]), **kw)
+    elif out == "logistic1":
+        m = ir.MLP(out_activation="logistic", is_classifier=True, classes=np.array(["n", "y"]), **kw)
+    elif out == "multilabel":
+        m = ir.MLP(out_activation="logistic", is_classifier=True, classes=np.arange(3), multilabel=True, **kw)
+    else:
+        m = ir.MLP(out_activation=out, flat=widths[-1] == 1, **kw)
+    pred = Predictor(m.validate(), backend="native", n_threads=2)
+    for dtype in (np.float32, np.float64):
+        X = rng.standard_normal((203, 13)).astype(dtype)
+        f32 = precision == "float32" and dtype == np.float32
+        tol = Tolerance(rtol=2e-5, atol=2e-5) if f32 else MLP_NATIVE_TOL
+        if m.is_classifier:
+            assert_close(pred.predict_proba(X), reference_mlp_predict_proba(m, X), tol)
+        got, want = pred.predict(X), reference_mlp_predict(m, X)
+        if m.is_classifier and f32:
+            assert (np.asarray(got) == np.asarray(want)).mean() > 0.98
+        elif m.is_classifier:
+            assert np.array_equal(got, want)
+        else:
+            assert_close(got, want, tol)
+
+
+def _magnitude(est, X) -> np.ndarray:
+    """Per row, a bound on the terms every layer sums: |x| pushed through |W| and |b|."""
+    m = np.abs(np.asarray(X, dtype=np.float64))
+    for W, b in zip(est.coefs_, est.intercepts_):
+        m = m @ np.abs(W) + np.abs(b)
+    return 1.0 + m.max(axis=1)
+
+
+def test_extreme_finite_inputs_match_sklearn():
+    """hypothesis rows: +-1e6, -0.0, subnormals, exact zeros; float32 and float64."""
+    from hypothesis import given, strategies as st
+    from hypothesis.extra.numpy import arrays
+    from conftest import FAST_HYPOTHESIS
+
+    specials = st.sampled_from([0.0, -0.0, 5e-324, -1e6, 1e6, 1e-300, 1.0])
+    values = st.one_of(st.floats(-1e6, 1e6, allow_nan=False), specials)
+    clf, reg = _fit("multiclass", "tanh"), _fit("regressor", "relu")
+    pc, pr = Predictor(clf, backend="native"), Predictor(reg, backend="native")
+
+    @FAST_HYPOTHESIS
+    @given(arrays(np.float64, (3, 9), elements=values), st.sampled_from([np.float32, np.float64]))
+    def check(X, dtype):
+        X = X.astype(dtype)
+        assert_close(pc.predict_proba(X), clf.predict_proba(X), MLP_NATIVE_TOL)
+        assert_close(pr.predict(X), reg.predict(X), MLP_NATIVE_TOL, _magnitude(reg, X))
+
+    check()
