@@ -107,6 +107,15 @@ cdef inline int _x_kind(cnp.ndarray X, Py_ssize_t F):
     return -1
 
 
+cdef void *_out_data(cnp.ndarray out, int typenum, Py_ssize_t size, str what) except NULL:
+    """The data of ``out`` after checking it is C-contiguous, of ``typenum`` and ``size`` entries."""
+    if cnp.PyArray_TYPE(out) != typenum or out.size != size:
+        raise ValueError(f"out must be {what} with {size} entries")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(out):
+        raise ValueError("out must be C-contiguous")
+    return cnp.PyArray_DATA(out)
+
+
 cdef class _Packed:
     """One precision's packed layers and the C descriptor that points into them."""
     cdef fm_mlp m
@@ -184,21 +193,13 @@ cdef class MLPKernel:
             return -1
         cdef Py_ssize_t n = X.shape[0]
         cdef Py_ssize_t cols = 2 if kind == K_BINARY else (1 if kind == K_ARGMAX else self.n_outputs)
-        if kind == K_ARGMAX:
-            if cnp.PyArray_TYPE(out) != cnp.NPY_INTP or out.size != n:
-                raise ValueError("out must be an intp array with one entry per row")
-        elif cnp.PyArray_TYPE(out) != cnp.NPY_FLOAT64 or out.size != n * cols:
-            raise ValueError(f"out must be float64 with {n * cols} entries")
-        if not cnp.PyArray_IS_C_CONTIGUOUS(out):
-            raise ValueError("out must be C-contiguous")
+        cdef bint am = kind == K_ARGMAX
+        cdef void *o = _out_data(out, cnp.NPY_INTP if am else cnp.NPY_FLOAT64, n * cols,
+                                 "an intp array" if am else "a float64 array")
         cdef const void *xp = cnp.PyArray_DATA(X)
         cdef Py_ssize_t rs = X.strides[0] // (4 if xk == 1 else 8)
-        cdef double *op = NULL
-        cdef Py_ssize_t *ip = NULL
-        if kind == K_ARGMAX:
-            ip = <Py_ssize_t *> cnp.PyArray_DATA(out)
-        else:
-            op = <double *> cnp.PyArray_DATA(out)
+        cdef double *op = NULL if am else <double *> o
+        cdef Py_ssize_t *ip = <Py_ssize_t *> o if am else NULL
         cdef int r
         cdef bint f32 = xk == 1 and self.float32
         cdef fm_mlp *m = &self.p32.m if f32 else &self.p64.m
@@ -258,21 +259,13 @@ cdef class KMeansKernel:
         if xk < 0:
             return -1
         cdef Py_ssize_t n = X.shape[0]
-        if kind == KM_LABELS:
-            if cnp.PyArray_TYPE(out) != cnp.NPY_INT32 or out.size != n:
-                raise ValueError("out must be an int32 array with one entry per row")
-        elif cnp.PyArray_TYPE(out) != cnp.NPY_FLOAT64 or out.size != n * self.n_clusters:
-            raise ValueError(f"out must be float64 with {n * self.n_clusters} entries")
-        if not cnp.PyArray_IS_C_CONTIGUOUS(out):
-            raise ValueError("out must be C-contiguous")
+        cdef bint lab = kind == KM_LABELS
+        cdef void *o = _out_data(out, cnp.NPY_INT32 if lab else cnp.NPY_FLOAT64,
+                                 n if lab else n * self.n_clusters, "an int32 array" if lab else "a float64 array")
         cdef const void *xp = cnp.PyArray_DATA(X)
         cdef Py_ssize_t rs = X.strides[0] // (4 if xk == 1 else 8)
-        cdef int32_t *lp = NULL
-        cdef double *dp = NULL
-        if kind == KM_LABELS:
-            lp = <int32_t *> cnp.PyArray_DATA(out)
-        else:
-            dp = <double *> cnp.PyArray_DATA(out)
+        cdef int32_t *lp = <int32_t *> o if lab else NULL
+        cdef double *dp = NULL if lab else <double *> o
         cdef int r
         cdef bint f32 = xk == 1 and self.float32 and kind == KM_LABELS
         with nogil:
