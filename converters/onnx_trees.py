@@ -151,8 +151,31 @@ class _TreeScores:
     width: int  # columns ONNX Runtime writes
 
 
+@dataclass(frozen=True, eq=False)
+class _TreeOut:
+    """A tensor fastml's own tree writer (``onnx_export.tree_onnx``) computes from the raw
+    scores: ``sig`` = Sigmoid(s) of one column, ``sig0`` = 1 - sig, ``proba`` =
+    probabilities (``post`` "logistic" as [1 - sig, sig], or "softmax"), ``index`` =
+    the class index by ``rule`` ("argmax", "argmax_proba", "gt0", "ge0")."""
+
+    src: _TreeScores
+    what: str
+    post: str = ""
+    rule: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class _Feat32:
+    """The features of a float64 graph cast to float32 (fastml's writer does this for models
+    that compare in float32): a tree ensemble reading them compares like ``compare="float32"``."""
+
+    feat: _Feat
+
+
 def is_tree_value(v) -> bool:
-    return isinstance(v, _TreeScores) or (isinstance(v, _Label) and isinstance(v.of, _TreeScores))
+    if isinstance(v, _Label):
+        v = v.of
+    return isinstance(v, (_TreeScores, _TreeOut))
 
 
 # --------------------------------------------------------------------------- attributes
@@ -814,6 +837,30 @@ def _wrap_handler(handler: Callable, tree_case: Callable) -> Callable:
     return h
 
 
+def _cast_features(handler):
+    def h(r, node, args):
+        x = args[0] if args else None
+        if isinstance(x, _Feat) and r.float_bits == 64 and _attr(node, "to", AttributeProto.INT) == TensorProto.FLOAT:
+            return [_Feat32(x)]
+        return handler(r, node, args)
+    return h
+
+
+def _float32_input(handler):
+    """A tree handler that also reads Cast(X, float32): the same ensemble, comparing in float32."""
+    def h(r, node, args):
+        if not (args and isinstance(args[0], _Feat32)):
+            return handler(r, node, args)
+        outs = handler(r, node, [args[0].feat] + list(args[1:]))
+        new = {}
+        for o in outs:
+            s = o.of if isinstance(o, _Label) else o
+            if s not in new:
+                new[s] = _TreeScores(_finish_ir(node, ir.replace(s.est, compare="float32")), s.feat, s.width)
+        return [_Label(o.classes, new[o.of]) if isinstance(o, _Label) else new[o] for o in outs]
+    return h
+
+
 def _cast_scores(r, node, args):
     to = _attr(node, "to", AttributeProto.INT)
     if to not in (TensorProto.FLOAT, TensorProto.DOUBLE):
@@ -836,8 +883,132 @@ def _reshape_scores(r, node, args):
     raise _unsupported(node, f"reshapes {x.width} score column(s) to {shape}")
 
 
+# ---- after the ensemble: fastml's own writer (base score, average, sigmoid/softmax, label)
+
+
+def _add_base(r, node, x, c):
+    est = x.est
+    if est.average or est.is_classifier:
+        raise _unsupported(node, "adds a constant to averaged or classifier tree scores")  # not the writer's order
+    v = np.asarray(c.value, dtype=np.float64).ravel()
+    if v.size not in (1, est.n_targets) or not np.all(np.isfinite(v)):
+        raise _unsupported(node, f"adds {v.size} value(s) to {est.n_targets} tree score column(s)")
+    base = np.broadcast_to(v, (est.n_targets,)).copy()
+    if est.base_score is not None:
+        base = base + est.base_score
+    return _TreeScores(ir.replace(est, base_score=base).validate(), x.feat, x.width)
+
+
+def _divide(r, node, x, c):
+    n = _scalar(node, c, "divisor")
+    if n == 1.0:
+        return x
+    est = x.est
+    if not (n > 0 and np.isfinite(n)) or est.average or est.is_classifier:
+        raise _unsupported(node, f"divides tree scores by {n!r}")
+    if n == est.n_trees:
+        return _TreeScores(_finish_ir(node, ir.replace(est, average=True)), x.feat, x.width)
+    # an average over trees that ONNX splits per target (a forest of K-class trees becomes
+    # K scalar trees each): divide the leaves and the base instead, the same up to rounding
+    base = None if est.base_score is None else est.base_score / n
+    return _TreeScores(_finish_ir(node, ir.replace(est, value=est.value / n, base_score=base)), x.feat, x.width)
+
+
+def _scores_of(node, v, one_column: bool = False) -> _TreeScores:
+    if not isinstance(v, _TreeScores) or v.est.is_classifier:
+        raise _unsupported(node, f"expected raw tree-ensemble scores, got {_describe(v)}")
+    if one_column and v.width != 1:
+        raise _unsupported(node, f"expected one score column, got {v.width}")
+    return v
+
+
+def _h_post_unary(r, node, args):
+    x = args[0]
+    if node.op_type == "Sigmoid":
+        return [_TreeOut(_scores_of(node, x, True), "sig")]
+    if _attr(node, "axis", AttributeProto.INT, -1) not in (1, -1):
+        raise _unsupported(node, f"{node.op_type} along an axis other than the last")
+    if node.op_type == "Softmax":
+        return [_TreeOut(_scores_of(node, x), "proba", post="softmax")]
+    # ArgMax
+    if _attr(node, "keepdims", AttributeProto.INT, 1) != 0 or _attr(node, "select_last_index", AttributeProto.INT, 0):
+        raise _unsupported(node, "ArgMax with keepdims or select_last_index")
+    if isinstance(x, _TreeOut) and x.what == "proba":
+        return [_TreeOut(x.src, "index", post=x.post, rule="argmax_proba")]
+    return [_TreeOut(_scores_of(node, x), "index", rule="argmax")]
+
+
+def _complement(r, node, c, x):
+    if _scalar(node, c, "operand") != 1.0 or x.what != "sig":
+        raise _unsupported(node, "expected 1 - Sigmoid(tree scores)")
+    return _TreeOut(x.src, "sig0")
+
+
+def _sign(op):
+    def h(r, node, x, c):
+        if _scalar(node, c, "threshold") != 0.0:
+            raise _unsupported(node, f"{node.op_type} of tree scores against a value other than 0")
+        return _TreeOut(_scores_of(node, x, True), "index", rule="ge0" if op == "GreaterOrEqual" else "gt0")
+    return h
+
+
+def _h_post_concat(r, node, args):
+    if (_attr(node, "axis", AttributeProto.INT) in (1, -1) and len(args) == 2 and all(
+            isinstance(a, _TreeOut) for a in args) and [a.what for a in args] == ["sig0", "sig"]
+            and args[0].src is args[1].src):
+        return [_TreeOut(args[0].src, "proba", post="logistic")]
+    raise _unsupported(node, "a Concat of tree outputs other than [1 - Sigmoid(s), Sigmoid(s)]")
+
+
+def _h_post_gather(r, node, args):
+    classes, idx = args
+    if (not isinstance(classes, _oi._Const) or classes.value.ndim != 1 or not isinstance(idx, _TreeOut)
+            or idx.what != "index" or _attr(node, "axis", AttributeProto.INT, 0) != 0):
+        raise _unsupported(node, "Gather is read only as class labels indexed by a tree ensemble's argmax or sign")
+    return [_Label(np.asarray(classes.value), idx)]
+
+
+def _index_passes(r, node, args):
+    x = args[0]
+    if node.op_type == "Cast" and _attr(node, "to", AttributeProto.INT) not in (TensorProto.INT64, TensorProto.INT32):
+        raise _unsupported(node, "casts a class index to a non-integer type")
+    if node.op_type == "Reshape":
+        shape = [int(v) for v in args[1].value.ravel()] if len(args) > 1 and isinstance(args[1], _oi._Const) else None
+        if shape not in ([-1], [0]):
+            raise _unsupported(node, f"reshapes a class index to {shape}")
+    return [x]
+
+
+def _classifier_of(outs, name_of):
+    """(est, classes) of a graph whose outputs are fastml's writer's label and scores/probabilities."""
+    label = [v for _, v in outs if isinstance(v, _Label)]
+    if len(label) != 1 or len(outs) != 2:
+        raise UnsupportedModelError("a tree classifier graph must output one label and one score output")
+    idx = label[0].of
+    other = [(n, v) for n, v in outs if not isinstance(v, _Label)][0]
+    src, est = idx.src, idx.src.est
+    post = idx.post or ""
+    if isinstance(other[1], _TreeOut) and other[1].what == "proba":
+        if other[1].src is not src or (post and post != other[1].post):
+            raise UnsupportedModelError("the label and the probabilities come from different computations")
+        post = other[1].post
+    elif not (isinstance(other[1], _TreeScores) and other[1] is src):
+        raise UnsupportedModelError(f"output {other[0]!r} is {_describe(other[1])}, expected the ensemble's scores "
+                                    "or probabilities")
+    if not post:  # raw scores: fastml's writer names them "probabilities" when they are (forests)
+        post = "proba" if other[0] == "probabilities" else "none"
+    if idx.rule in ("gt0", "ge0") and post == "none":
+        post = "logistic"  # a raw-scores export of a binary booster: the label says sign
+    est = ir.replace(est, is_classifier=True, classes=label[0].classes, post=post, predict_rule=idx.rule,
+                     flat=False)
+    return src, est.validate()
+
+
 def finish(outs, graph_name: str):
     """The IR behind a graph whose outputs come from one tree-ensemble node."""
+    if any(isinstance(v.of if isinstance(v, _Label) else v, _TreeOut) for _, v in outs):
+        src, est = _classifier_of(outs, graph_name)
+        return _wrap(src.feat, est, graph_name)
     src, classes = None, None
     for name, v in outs:
         s = v.of if isinstance(v, _Label) else v
@@ -860,15 +1031,57 @@ def finish(outs, graph_name: str):
 def register(handlers: dict, binary: dict) -> None:
     """Add the tree-ensemble handlers to :mod:`converters.onnx_import`'s tables."""
     ml = _oi._ML
-    handlers[(ml, "TreeEnsembleClassifier")] = (_h_tree_classifier, 1, 1)
-    handlers[(ml, "TreeEnsembleRegressor")] = (_h_tree_regressor, 1, 1)
-    handlers[(ml, "TreeEnsemble")] = (_h_tree_ensemble, 1, 1)
+    handlers[(ml, "TreeEnsembleClassifier")] = (_float32_input(_h_tree_classifier), 1, 1)
+    handlers[(ml, "TreeEnsembleRegressor")] = (_float32_input(_h_tree_regressor), 1, 1)
+    handlers[(ml, "TreeEnsemble")] = (_float32_input(_h_tree_ensemble), 1, 1)
     for key, case in ((("", "Cast"), _cast_scores), (("", "Reshape"), _reshape_scores)):
         h, lo, hi = handlers[key]
         handlers[key] = (_wrap_handler(h, case), lo, hi)
+    h, lo, hi = handlers[("", "Cast")]
+    handlers[("", "Cast")] = (_cast_features(h), lo, hi)
+    for op, arity in (("Cast", (1, 1)), ("Reshape", (1, 2)), ("Identity", (1, 1))):
+        h, lo, hi = handlers.get(("", op), (None,) + arity)
+        handlers[("", op)] = (_wrap_out(h, _index_passes), lo, hi)
+    for op in ("Sigmoid", "Softmax", "ArgMax"):
+        h, lo, hi = handlers.get(("", op), (None, 1, 1))
+        handlers[("", op)] = (_wrap_any(h, _h_post_unary), lo, hi)
+    h, lo, hi = handlers[("", "Concat")]
+    handlers[("", "Concat")] = (_wrap_any(h, _h_post_concat), lo, hi)
+    h, lo, hi = handlers.get(("", "Gather"), (None, 2, 2))
+    handlers[("", "Gather")] = (_wrap_any(h, _h_post_gather), lo, hi)
+    for op in ("Greater", "GreaterOrEqual"):
+        if ("", op) not in handlers:
+            handlers[("", op)] = (_oi._h_binary, 2, 2)
     kind = _TreeScores.__name__[1:].lower()  # how onnx_import._kind names these values
+    out = _TreeOut.__name__[1:].lower()
     binary[("Mul", kind, "const")] = _same_scores
-    binary[("Div", kind, "const")] = _same_scores
+    binary[("Div", kind, "const")] = _divide
+    binary[("Add", kind, "const")] = _add_base
+    binary[("Sub", "const", out)] = _complement
+    binary[("Greater", kind, "const")] = _sign("Greater")
+    binary[("GreaterOrEqual", kind, "const")] = _sign("GreaterOrEqual")
+
+
+def _tree_arg(args) -> bool:
+    return any(isinstance(a, (_TreeScores, _TreeOut)) for a in args)
+
+
+def _wrap_any(handler, tree_case):
+    def h(r, node, args):
+        if _tree_arg(args) or handler is None:
+            return tree_case(r, node, args)
+        return handler(r, node, args)
+    return h
+
+
+def _wrap_out(handler, out_case):
+    def h(r, node, args):
+        if args and isinstance(args[0], _TreeOut):
+            return out_case(r, node, args)
+        if handler is None:
+            raise _unsupported(node, f"operator {node.op_type} is not supported here")
+        return handler(r, node, args)
+    return h
 
 
 register(_oi._HANDLERS, _oi._BINARY)

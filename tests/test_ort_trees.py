@@ -400,6 +400,44 @@ def test_tree_graph_written_from_the_ir_decides_like_the_source(name, dtype):
                                                            if m in c.methods])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", [n for n in CASES if n != "IsolationForest"])
+def test_tree_graph_written_from_the_ir_reads_back_and_runs_on_native(name, dtype):
+    """The other way round: ``from_onnx`` reads what ``tree_onnx`` writes (base score, average,
+    Sigmoid / Softmax, ArgMax or sign, Gather of the class labels), so a saved model runs on the
+    native kernels too, deciding like the source."""
+    from fastml.converters import from_onnx
+
+    c = case(name)
+    proto = tree_onnx(c.ens, dtype=dtype)
+    model = from_onnx(proto)
+    est = ir.as_pipeline(model).estimator
+    assert (est.is_classifier, est.predict_rule) == (c.ens.is_classifier, c.ens.predict_rule)
+    native = get_backend("native")(model, n_threads=1)
+    if c.ens.is_classifier and c.est.classes_.dtype.kind == "U":
+        # an ONNX string tensor reads back as an object array of the same labels
+        assert native.predict(c.inputs(dtype, seed=1)[:3]).dtype == object
+        native = _LabelsAs(native, c.est.classes_.dtype)
+    X = threshold_rows(c, dtype, seed=13)
+    if c.ens.allow_nan:
+        X = _with_nan(X, seed=14)
+    check(c, X, f"{name} tree_onnx -> from_onnx", pred=native,
+          methods=[m for m in ("predict", "predict_proba") if m in c.methods])
+    raw = from_onnx(tree_onnx(c.ens, dtype=dtype, raw_scores=True))
+    assert "predict" in ir.as_pipeline(raw).estimator.methods()
+
+
+class _LabelsAs:
+    def __init__(self, backend, dtype):
+        self.b, self.dtype = backend, dtype
+
+    def predict(self, X):
+        return self.b.predict(X).astype(self.dtype)
+
+    def predict_proba(self, X):
+        return self.b.predict_proba(X)
+
+
 def test_histgradientboosting_is_written_by_fastml_and_runs_float64_exactly():
     """skl2onnx 1.20 cannot convert HistGradientBoosting with onnx >= 1.18; fastml writes the graph
     from its IR, with a float64 graph whose decisions and sums are scikit-learn's."""
