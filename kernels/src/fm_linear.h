@@ -247,14 +247,27 @@ static void fm_linear_transform(double *s, ptrdiff_t n, ptrdiff_t T, int kind, d
 {
     ptrdiff_t nT = n * T;
     switch (kind) {
-    case FM_SOFTMAX:
-        for (ptrdiff_t i = 0; i < n; i++) {
-            double *r = s + i * T;
-            double m = r[0];
-            for (ptrdiff_t t = 1; t < T; t++) m = (r[t] > m || r[t] != r[t]) ? r[t] : m;
-            for (ptrdiff_t t = 0; t < T; t++) p[i * T + t] = r[t] - m;
+    case FM_SOFTMAX: {
+        /* Where every score lies in [-700, 700] no exp can overflow or leave the
+         * normal range and no row sum can be 0 or inf: exp(s) / sum exp(s) needs no
+         * shift by the row maximum (the same value up to an ulp, and one pass less). */
+        double lo = INFINITY, hi = -INFINITY;
+        for (ptrdiff_t k = 0; k < nT; k++) {
+            double v = s[k];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
         }
-        for (ptrdiff_t k = 0; k < nT; k++) p[k] = fm_exp_f64(p[k]);   /* one flat SIMD pass */
+        if (lo >= -700.0 && hi <= 700.0) {   /* false for NaN: the general path keeps NaN */
+            for (ptrdiff_t k = 0; k < nT; k++) p[k] = fm_exp_f64(s[k]);
+        } else {
+            for (ptrdiff_t i = 0; i < n; i++) {
+                double *r = s + i * T;
+                double m = r[0];
+                for (ptrdiff_t t = 1; t < T; t++) m = (r[t] > m || r[t] != r[t]) ? r[t] : m;
+                for (ptrdiff_t t = 0; t < T; t++) p[i * T + t] = r[t] - m;
+            }
+            for (ptrdiff_t k = 0; k < nT; k++) p[k] = fm_exp_f64(p[k]);   /* one flat SIMD pass */
+        }
         for (ptrdiff_t i = 0; i < n; i++) {
             /* one division per row, not per class: divisions are the slow part of the
              * transform; the product is within an ulp of the quotient */
@@ -264,6 +277,7 @@ static void fm_linear_transform(double *s, ptrdiff_t n, ptrdiff_t T, int kind, d
             for (ptrdiff_t t = 0; t < T; t++) q[t] *= inv;
         }
         break;
+    }
     case FM_LOGISTIC_BINARY:
         for (ptrdiff_t i = 0; i < n; i++) s[i] = fm_sigmoid1(s[i]);
         for (ptrdiff_t i = 0; i < n; i++) { p[2 * i] = 1.0 - s[i]; p[2 * i + 1] = s[i]; }
