@@ -497,3 +497,27 @@ def _kernel_sparse(est, X):
     S = est.support_vectors_.toarray()
     K = np.exp(-est._gamma * ((X[:, None, :] - S[None]) ** 2).sum(-1))
     return K @ np.abs(est._dual_coef_.toarray()).sum(axis=0)
+
+
+def test_concurrent_calls_equal_serial_calls():
+    from concurrent.futures import ThreadPoolExecutor
+
+    est, X = fitted("SVC proba 3 classes")
+    p = fastml.Predictor(est, backend="native", n_threads=2)
+    rng = np.random.default_rng(5)
+    batches = [X[rng.integers(0, len(X), n)] for n in (1, 7, 64, 300) * 4]
+    want = [(p.predict(b), p.decision_function(b), p.predict_proba(b)) for b in batches]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda b: (p.predict(b), p.decision_function(b), p.predict_proba(b)), batches))
+    for (a, b, c), (d, e, f) in zip(got, want):
+        np.testing.assert_array_equal(a, d)
+        np.testing.assert_array_equal(b, e)
+        np.testing.assert_array_equal(c, f)
+
+
+def test_max_rows_is_enforced():
+    est, X = fitted("SVR rbf")
+    p = fastml.Predictor(est, backend="native", max_rows=10)
+    with pytest.raises(InputError, match="max_rows"):
+        p.predict(X[:11])
+    assert p.predict(X[:10]).shape == (10,)
