@@ -237,8 +237,8 @@ def _h_cast_label(r, node, args):
         import onnx
 
         return [_NetLabel(x.net, x.classes.astype(onnx.helper.tensor_dtype_to_np_dtype(to)), x.rule)]
-    if isinstance(x, (_Net, _NetPair)) and to in (TensorProto.FLOAT, TensorProto.DOUBLE):
-        return [x]
+    if isinstance(x, (_Net, _NetPair)) and to in _oi._FLOATS and _oi._FLOATS[to] >= r.float_bits:
+        return [x]  # same type or widening: exact
     raise _unsupported(node, f"no pattern for Cast of {_describe(x)}")
 
 

@@ -296,3 +296,26 @@ def test_kernel_matches_the_numpy_reference(k, d, precision):
         _labels_agree(pred.predict(X), reference_kmeans_predict(m, X), C, X, rel)
         D = pred.transform(X)  # float32 for float32 input and centers, like scikit-learn
         _distances_close(D, reference_kmeans_transform(m, X), X, C, 1e-6 if D.dtype == np.float32 else 1e-9)
+
+
+def test_extreme_finite_inputs_match_sklearn():
+    """hypothesis rows: +-1e6, -0.0, subnormals, rows equal to a center; float64 model."""
+    from hypothesis import given, strategies as st
+    from hypothesis.extra.numpy import arrays
+    from conftest import FAST_HYPOTHESIS
+
+    est = _fit("KMeans")
+    pred = Predictor(est, backend="native")
+    C = est.cluster_centers_
+    specials = st.sampled_from([0.0, -0.0, 5e-324, -1e6, 1e6, 1e-300, float(C[3, 0])])
+    values = st.one_of(st.floats(-1e6, 1e6, allow_nan=False), specials)
+
+    @FAST_HYPOTHESIS
+    @given(arrays(np.float64, (4, 16), elements=values), st.booleans())
+    def check(X, on_center):
+        if on_center:
+            X[0] = C[5]
+        _labels_agree(pred.predict(X), est.predict(X), C, X, TIE_REL)
+        _distances_close(pred.transform(X), est.transform(X), X, C, 1e-9)
+
+    check()
