@@ -11,9 +11,10 @@ from . import errors, ir
 from .errors import (BackendUnavailableError, FastMLError, InputError, InvalidModelError, InvalidOptionError,
                      MethodUnavailableError, NotFittedError, UnsupportedModelError)
 from .predictor import Predictor
+from .quantize import quantize  # noqa: E402  (the function; fastml.quantize.measure rides on it)
 
 __version__ = "0.1.0"
 
-__all__ = ["Predictor", "ir", "errors", "FastMLError", "InputError", "InvalidModelError",
+__all__ = ["Predictor", "quantize", "ir", "errors", "FastMLError", "InputError", "InvalidModelError",
            "UnsupportedModelError", "BackendUnavailableError", "MethodUnavailableError", "InvalidOptionError",
            "NotFittedError", "__version__"]

@@ -846,3 +846,7 @@ def as_pipeline(model: Model) -> Pipeline:
 def replace(obj, **changes):
     """``dataclasses.replace`` re-exported for frontends."""
     return dataclasses.replace(obj, **changes)
+
+
+from .ir_quant import QLinear, QMLP  # noqa: E402  (quantized families; ir_quant builds on this module)
+ESTIMATORS += (QLinear, QMLP)

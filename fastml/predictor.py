@@ -19,6 +19,7 @@ import numpy as np
 from . import ir
 from .backends import get_backend
 from .kernels import available_threads
+from .quantize import quantized_backend
 from .errors import (BackendUnavailableError, FastMLError, InvalidModelError, InvalidOptionError,
                      MethodUnavailableError, UnsupportedModelError)
 
@@ -92,12 +93,19 @@ class Predictor:
         Calls with few rows always run on the calling thread.
     max_rows : int, optional
         Refuse inputs with more rows (an :class:`~fastml.errors.InputError`).
+    quantize : {"int8", "int8-static"}, optional
+        Run a quantized form of the model (see :func:`fastml.quantize`).
+        ``quantization_report`` holds what it changed.
+    calibration : array-like, optional
+        Rows like the real input: the report is measured on them (and
+        ``"int8-static"`` takes its activation ranges from them).
 
     Calls are thread-safe: backends hold no per-call state.
     """
 
     def __init__(self, model, *, backend: str = "auto", device: str = "cpu",
-                 n_threads: Optional[int] = None, max_rows: Optional[int] = None):
+                 n_threads: Optional[int] = None, max_rows: Optional[int] = None,
+                 quantize: Optional[str] = None, calibration=None):
         if backend not in ("auto", "native", "onnxruntime"):
             get_backend(backend)  # raises a clear error for unknown names
         if device not in ("cpu", "cuda"):
@@ -123,6 +131,12 @@ class Predictor:
             self.ir = import_model(model)
             self._estimator = model
 
+        self.quantization_report = None  # see fastml.quantize
+        if quantize is not None:
+            from .quantize import quantize as _quantize
+
+            self.ir, self.quantization_report = _quantize(self.ir if self.ir is not None else model, quantize,
+                                                          calibration=calibration, n_threads=self.n_threads)
         self._methods = ir.as_pipeline(self.ir).estimator.methods() if self.ir is not None else frozenset()
         wanted: List[str]
         if backend != "auto":
@@ -142,7 +156,7 @@ class Predictor:
                                        "send rows to other leaves than the source (float32 thresholds, "
                                        "missing-value directions); ask for backend='onnxruntime' to use it")
         kwargs = dict(n_threads=self.n_threads, device=device, onnx_model=self._onnx,
-                      estimator=self._estimator, max_rows=max_rows)
+                      estimator=self._estimator, max_rows=max_rows, calibration=calibration)
         self._backends: Dict[str, Any] = {}
         for name in wanted:
             try:
@@ -151,7 +165,7 @@ class Predictor:
                         raise import_error
                     if device != "cpu":
                         raise BackendUnavailableError("the native backend runs on the CPU only")
-                self._backends[name] = get_backend(name)(self.ir, **kwargs)
+                self._backends[name] = (quantized_backend(name, self.ir) or get_backend(name))(self.ir, **kwargs)
             except (FastMLError, ImportError) as e:
                 if backend != "auto" or device == "cuda":
                     raise

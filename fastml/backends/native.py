@@ -431,3 +431,6 @@ def NativeBackend(model: ir.Model, *, n_threads: int, max_rows: int | None = Non
     if runner is None:
         raise UnsupportedModelError(f"the native backend cannot run {type(est).__name__} yet")
     return runner(model, n_threads=n_threads, max_rows=max_rows)
+
+
+from . import native_int8  # noqa: E402,F401  (the int8 runners register themselves in RUNNERS)
