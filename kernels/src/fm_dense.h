@@ -15,21 +15,28 @@
  *
  * Loop order (batches)
  * --------------------
- * Rows run in blocks of FM_BLOCK rows (one block per OpenMP task).  Inside a
+ * Rows run in blocks of FM_BLOCK_F (float) / FM_BLOCK_D (double) rows, one
+ * block per OpenMP task (fm_dense_rows); a call with fewer multiply-adds than
+ * the caller's threshold runs inline, and a batch too small to give every
+ * thread a full block is split evenly across the threads.  Inside a
  * block, for each layer: for each panel, for each group of FM_MR = 8 rows,
  * the micro-kernel keeps 8 x 2 vector accumulators in registers and, per
  * input feature, loads two weight vectors (the panel row, L1-resident while
  * the block's rows sweep past it) and broadcasts one input value per row into
  * 16 FMAs.  Then the activation runs over the block's rows of the layer (in
  * L1/L2), then the next layer reads them.  The output layer's epilogue
- * (softmax, [1 - p, p], argmax, argmin, distances) runs per row.
+ * (softmax, [1 - p, p], argmax, argmin, distances) runs per row; the k-means
+ * argmin is vectorised (per-lane minima and first chunk, see FM_ARGMIN), and
+ * padded centers carry ||c||^2 = +inf so they never win.
  *
  * Single rows (and the tail rows of a block) use a GEMV: four panels at once,
  * eight independent accumulators, no thread start-up.  Every output value is
  * one accumulator summed in feature order, in the GEMV as in the micro-kernel,
  * so a row's result does not depend on the batch it came in.
  *
- * Precision: the compute type T is float or double; the first layer may read
+ * Precision: the compute type T is float or double (the caller picks it as
+ * scikit-learn does: float for float32 X with float32 weights, else double;
+ * k-means distances always double); the first layer may read
  * float input into double arithmetic (scikit-learn's float32 X times float64
  * coefs_).  Products accumulate in T with FMA, in feature order.  The bias is
  * added after the sum, as scikit-learn adds intercepts_ after the product.
