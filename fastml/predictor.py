@@ -113,6 +113,12 @@ class Predictor:
         self.n_threads = int(n_threads) if n_threads else available_threads()
         self.device = device
         self._estimator = self._onnx = None
+        from .search._predictor import IndexRunner, is_index
+        if is_index(model):  # a fastml.search index: search(xq, k) runs on the index (or its ONNX export)
+            self.ir, self._single, self._methods = None, True, frozenset({"search"})
+            self._small = IndexRunner(model, backend, n_threads)
+            self._backends, self.backend_info = {self._small.name: self._small}, self._small.info
+            return
         self.ir: Optional[ir.Model] = None
         import_error: Optional[FastMLError] = None
         if isinstance(model, ir.ESTIMATORS + (ir.Pipeline,)):
@@ -252,6 +258,13 @@ class Predictor:
         """Distances to the cluster centers of a KMeans / MiniBatchKMeans, shape
         (n_samples, n_clusters), like scikit-learn's ``transform``."""
         return self._call("transform", X)
+
+    def search(self, xq, k: int):
+        """The k nearest neighbours of each query in a fastml.search index: ``(D, I)``, as
+        ``index.search`` returns them. Other models raise MethodUnavailableError."""
+        if "search" not in self._methods:
+            raise MethodUnavailableError("search needs a fastml.search index: Predictor(index)")
+        return self._small.search(xq, k)
 
     def score_samples(self, X) -> np.ndarray:
         """Anomaly scores of an IsolationForest (lower is more abnormal), shape (n_samples,)."""

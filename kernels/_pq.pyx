@@ -47,8 +47,8 @@ cdef extern from "fm_pq.h" nogil:
 #: 1 where this build scans 8-bit (AVX-512 VBMI) / 4-bit (AVX-512BW) codes with SIMD look-ups
 SIMD8 = FM_PQ_SIMD8
 SIMD4 = FM_PQ_SIMD4
-#: scan modes of ``pq_search`` / ``ivfpq_search``
-MODE_FLOAT, MODE_SCALAR, MODE_SIMD = 0, 1, 2
+#: scan modes of ``pq_search`` / ``ivfpq_search`` (auto: float for short lists, else SIMD)
+MODE_FLOAT, MODE_SCALAR, MODE_SIMD, MODE_AUTO = 0, 1, 2, 3
 
 
 def heap_init(float[:, ::1] HD, int64_t[:, ::1] HI):

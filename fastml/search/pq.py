@@ -26,8 +26,9 @@ from ._common import (METRIC_INNER_PRODUCT, METRIC_L2, as_vectors, check_array, 
 from .index import Index
 from .kmeans import train_subspaces
 
-#: scan modes: "auto" (SIMD look-ups where this build has them), "simd", "scalar", "float"
-SEARCH_MODES = {"float": 0, "scalar": 1, "simd": 2, "auto": 2}
+#: scan modes: "auto" (quantized SIMD look-ups, or float where lists are shorter than
+#: 2 * ksub and quantizing the tables would cost more than it saves), "simd", "scalar", "float"
+SEARCH_MODES = {"float": 0, "scalar": 1, "simd": 2, "auto": 3}
 #: tables by BLAS (|q|^2 + |c|^2 - 2 q.c) from this sub-vector width and batch size up
 GEMM_DSUB, GEMM_BATCH = 32, 64
 

@@ -364,6 +364,41 @@ static inline float fm_adc_one(const fm_pq_codes *C, const float *T, ptrdiff_t k
     return d;
 }
 
+/* Float ADC over one list, a block of 64 vectors at a time: look-ups in the
+ * same order as fm_adc_one (bias, then m = 0, 1, ...), so every mode returns
+ * the same float distances. */
+static void fm_scan_float_list(const fm_pq_codes *C, const float *T, ptrdiff_t ksub, float bias,
+                               int64_t start, int64_t len, ptrdiff_t k, float *Dk, int64_t *Ik)
+{
+    const ptrdiff_t M = C->M, rows = fm_pq_rows(C);
+    float acc[64];
+    for (int64_t b0 = 0; b0 < len; b0 += 64) {
+        const int64_t slot0 = start + b0;
+        const uint8_t *blk = C->packed + (slot0 >> 6) * 64 * rows;
+        const int valid = len - b0 >= 64 ? 64 : (int)(len - b0);
+        for (int l = 0; l < 64; l++) acc[l] = bias;
+        if (C->nbits == 8) {
+            for (ptrdiff_t m = 0; m < M; m++) {
+                const uint8_t *row = blk + m * 64;
+                const float *t = T + m * ksub;
+                for (int l = 0; l < 64; l++) acc[l] += t[row[l]];
+            }
+        } else {
+            for (ptrdiff_t j = 0; j < rows; j++) {
+                const uint8_t *row = blk + j * 64;
+                const float *t0 = T + (2 * j) * ksub;
+                for (int l = 0; l < 64; l++) acc[l] += t0[row[l] & 15];
+                if (2 * j + 1 < M) {
+                    const float *t1 = t0 + ksub;
+                    for (int l = 0; l < 64; l++) acc[l] += t1[row[l] >> 4];
+                }
+            }
+        }
+        for (int l = 0; l < valid; l++)
+            if (acc[l] <= Dk[0]) fm_heap_push(Dk, Ik, k, acc[l], slot0 + l);
+    }
+}
+
 /* Largest quantized sum that can still belong to the top k of list p:
  * sum - M/2 <= a * (d - base_p) for every vector, so a vector whose sum is
  * above a * (limit - base_p) + M/2 (+1 for rounding) is farther than limit. */
@@ -383,7 +418,7 @@ static inline int64_t fm_qthr(double a, double limit, double base, ptrdiff_t M)
  *          every distance of that list;
  *   start  first slot of each probed list (a multiple of 64), len its length;
  *   mode   0 = float ADC scan, 1 = quantized scalar, 2 = quantized SIMD where
- *          this build has it (else scalar);
+ *          this build has it (else scalar), 3 = auto (float for short lists);
  *   Dk, Ik k results, ascending, padded with (+inf, -1).
  *
  * Quantized modes: an estimate L of the k-th distance comes from float ADC on
@@ -401,19 +436,22 @@ static int fm_pq_search_one(const fm_pq_codes *C, ptrdiff_t np, const float *Tf,
 {
     const ptrdiff_t M = C->M, ksub = (ptrdiff_t)1 << C->nbits, rows = fm_pq_rows(C);
     const int nbits = (int)C->nbits;
+    if (k < 1) return 0;
     fm_heap_init(Dk, Ik, k);
     int finite = 1;
     for (ptrdiff_t i = 0; i < np * M * ksub && finite; i++) finite = isfinite(Tf[i]);
     for (ptrdiff_t p = 0; p < np && finite; p++) finite = isfinite(bias[p]);
+    if (mode == 3) {
+        /* auto: quantizing costs about M * ksub per probed list, a float look-up
+         * about 4x a quantized one; short lists (IVF) are scanned in float */
+        int64_t total = 0;
+        for (ptrdiff_t p = 0; p < np; p++) total += len[p];
+        mode = total >= (int64_t)np * 2 * ksub ? 2 : 0;
+    }
     if (mode == 0 || !finite || M > 256) {
         /* Float ADC: the reference path (and the one for non-finite tables). */
-        for (ptrdiff_t p = 0; p < np; p++) {
-            const float *T = Tf + p * M * ksub;
-            for (int64_t s = start[p]; s < start[p] + len[p]; s++) {
-                float d = fm_adc_one(C, T, ksub, (float)bias[p], s);
-                if (d <= Dk[0]) fm_heap_push(Dk, Ik, k, d, s);
-            }
-        }
+        for (ptrdiff_t p = 0; p < np; p++)
+            fm_scan_float_list(C, Tf + p * M * ksub, ksub, (float)bias[p], start[p], len[p], k, Dk, Ik);
         goto finish;
     }
     {
