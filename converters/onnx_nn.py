@@ -185,7 +185,10 @@ def _h_activation(r, node, args):
 
 def _one_minus(r, node, c: _Const, net: _Net):
     if _scalar(node, c, "minuend") != 1.0 or net.open or net.acts[-1] != "logistic" or net.width != 1:
-        raise _unsupported(node, "expected 1 - p of a one-column sigmoid output")
+        # skl2onnx's multilabel graph with ZipMap outputs [1 - p, p] of all k labels (2k columns),
+        # which is not scikit-learn's predict_proba (k columns): no IR equivalent
+        raise _unsupported(node, f"expected 1 - p of a one-column sigmoid output, got 1 - (a {net.width}-column "
+                                 f"{'open' if net.open else net.acts[-1]} layer)")
     return _NetComp(net)
 
 

@@ -438,3 +438,27 @@ def test_extreme_finite_inputs_match_sklearn():
         assert_close(pr.predict(X), reg.predict(X), MLP_NATIVE_TOL, _magnitude(reg, X))
 
     check()
+
+
+def test_skl2onnx_default_graphs_with_zipmap():
+    """skl2onnx.to_onnx with its defaults (ZipMap) reads like the zipmap-free graphs, except
+    for two-label multilabel models: skl2onnx then outputs [1 - p, p] of both labels (4
+    columns, not scikit-learn's 2), which no IR expresses: refused."""
+    import skl2onnx
+    from sklearn.neural_network import MLPClassifier
+
+    X = _queries(dtype=np.float32)
+    for task in ("binary", "multiclass", "multilabel"):
+        est = _fit(task, "relu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            proto = skl2onnx.to_onnx(est, X[:1])
+        pred = Predictor(proto.SerializeToString(), backend="native")
+        assert_close(pred.predict_proba(X), est.predict_proba(X), MLP_F32_TOL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        two = MLPClassifier(hidden_layer_sizes=(5,), max_iter=20, random_state=0).fit(
+            _data(), (_data()[:, :2] > 0).astype(int))
+        proto = skl2onnx.to_onnx(two, X[:1])
+    with pytest.raises(UnsupportedModelError, match="1 - \\(a 2-column logistic layer\\)"):
+        from_onnx(proto)
