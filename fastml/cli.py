@@ -22,6 +22,8 @@ def _models():
     from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
+    from sklearn.cluster import KMeans
+    from sklearn.neural_network import MLPClassifier
     from sklearn.svm import SVC, LinearSVC
 
     digits, cancer, wine, diabetes = (load_digits(return_X_y=True), load_breast_cancer(return_X_y=True),
@@ -35,6 +37,10 @@ def _models():
         ("RandomForestClassifier breast_cancer", RandomForestClassifier(100, max_depth=10, random_state=0), cancer),
         ("GradientBoostingRegressor diabetes", GradientBoostingRegressor(random_state=0), diabetes),
         ("SVC rbf digits (10 classes)", make_pipeline(StandardScaler(), SVC()), digits),
+        ("MLPClassifier(64) digits", make_pipeline(StandardScaler(), MLPClassifier((64,), max_iter=300, random_state=0)), digits),
+        # fitted on float32: scikit-learn's KMeans.predict refuses float32 rows for float64 centers
+        ("KMeans(8) wine", make_pipeline(StandardScaler(), KMeans(8, n_init=3, random_state=0)),
+         (wine[0].astype(np.float32), wine[1])),
     ]
 
 
@@ -50,6 +56,13 @@ def _median_us(fn, X, budget_s=0.15):
 
 def _fmt_us(us):
     return f"{us:9.1f}" if us < 10000 else f"{us / 1000:8.1f}m"
+
+
+def fastml_measure(est, quantized, X) -> str:
+    from fastml import quantize
+
+    return str(quantize.measure(est, quantized, X, data="held-out rows",
+                                activations=quantized.quantization_report.activations))
 
 
 def demo(args) -> int:
@@ -98,6 +111,15 @@ def demo(args) -> int:
     for title, method, auto, s1, sn, o1, on, f1, fn in latency_rows:
         print(f"{title:44s} {auto:8s} {_fmt_us(s1):>10s} {_fmt_us(o1):>10s} {_fmt_us(f1):>10s} "
               f"{_fmt_us(sn):>10s} {_fmt_us(on):>10s} {_fmt_us(fn):>10s}")
+    print("\nint8 quantization (native VNNI kernel where the CPU has it), held-out rows:")
+    for title, est, (X, y) in _models():
+        if not title.startswith(("LogisticRegression digits", "MLPClassifier")):
+            continue
+        idx = rng.permutation(len(X))
+        train, test = idx[: len(X) * 3 // 4], idx[len(X) * 3 // 4:]
+        est.fit(X[train], y[train])
+        q = Predictor(est, quantize="int8", calibration=X[train], backend="native")
+        print(f"  {title:42s} {fastml_measure(est, q, X[test])}")
     print(f"\nONNX files written to {tmp}")
     if not ok:
         print("PARITY FAILURE: a native prediction differs from scikit-learn", file=sys.stderr)

@@ -29,6 +29,8 @@ def test_demo_command_runs_and_reports_parity(tmp_path):
     assert "predict==sklearn" in proc.stdout and "median latency" in proc.stdout
     native_rows = [l for l in proc.stdout.splitlines() if re.search(r"\snative\s+(predict|decision)", l)]
     assert native_rows and all("100.00%" in l or " - " in l for l in native_rows), proc.stdout
+    int8 = [l for l in proc.stdout.splitlines() if "int8 (" in l]
+    assert len(int8) == 2 and all("labels agree" in l and "smaller" in l for l in int8), proc.stdout
 
 
 def test_usage_example_runs(tmp_path, monkeypatch):
