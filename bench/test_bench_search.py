@@ -150,7 +150,7 @@ def _contender(name, built, nprobe_fn):
         if "sklearn" not in built.cache:
             built.cache["sklearn"] = NearestNeighbors(n_neighbors=K, algorithm="brute", n_jobs=THREADS).fit(built.xb)
         nn = built.cache["sklearn"]
-        return lambda q: nn.kneighbors(q, K)[::-1]
+        return lambda q: nn.kneighbors(q, K)  # (distances, indices), like (D, I)
     if "IVF" in group:
         _set_nprobe(idx, nprobe_fn())
     return lambda q: idx.search(q, K)

@@ -41,6 +41,10 @@ cdef extern from "fm_pq.h" nogil:
     int fm_pq_search_one(const fm_pq_codes *C, Py_ssize_t nprobe, const float *Tf, const double *bias,
                          const int64_t *start, const int64_t *len, Py_ssize_t k, int mode,
                          float *D, int64_t *I)
+    int fm_ivfpq_float_one(const fm_pq_codes *C, Py_ssize_t nprobe, const float *qtab, const float *pre,
+                           const int64_t *lists, const float *coarse, const int64_t *lstart,
+                           const int64_t *llen, Py_ssize_t k, float *Dk, int64_t *Ik)
+    void fm_pq_finish(const fm_pq_codes *C, Py_ssize_t k, float *Dk, int64_t *Ik)
     int FM_PQ_SIMD8
     int FM_PQ_SIMD4
 
@@ -170,9 +174,21 @@ cdef int _pq_one(const fm_pq_codes *C, const float *T, Py_ssize_t nprobe, const 
     cdef int64_t *ln
     cdef double zero = 0.0
     cdef int64_t s0 = 0, n0
+    cdef int64_t total = 0
     if T != NULL:
         n0 = llen[0]
         return fm_pq_search_one(C, 1, T, &zero, &s0, &n0, k, mode, D, I)
+    if mode == 3:  # auto: short lists are scanned in float (see fm_pq_search_one)
+        for p in range(nprobe):
+            if lists[p] >= 0:
+                total += llen[lists[p]]
+        if total < nprobe * 2 * (1 << C.nbits):
+            mode = 0
+    if mode == 0:
+        fm_heap_init(D, I, k)
+        rc = fm_ivfpq_float_one(C, nprobe, qtab, pre, lists, coarse, lstart, llen, k, D, I)
+        fm_pq_finish(C, k, D, I)
+        return rc
     Tf = <float *> malloc(nprobe * per_list * sizeof(float) + 1)
     bias = <double *> malloc(nprobe * sizeof(double) + 1)
     st = <int64_t *> malloc(nprobe * sizeof(int64_t) + 1)

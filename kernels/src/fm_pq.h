@@ -399,6 +399,38 @@ static void fm_scan_float_list(const fm_pq_codes *C, const float *T, ptrdiff_t k
     }
 }
 
+/* IVF-PQ in float for one query: the table of each probe, pre[list] + qtab
+ * (pre NULL: qtab alone), is built in an L1-sized scratch right before its
+ * list is scanned, instead of materializing nprobe tables.  Returns 0, or -1
+ * when out of memory.  Results are left as a heap (the caller sorts). */
+static int fm_ivfpq_float_one(const fm_pq_codes *C, ptrdiff_t np, const float *qtab, const float *pre,
+                              const int64_t *lists, const float *coarse, const int64_t *lstart,
+                              const int64_t *llen, ptrdiff_t k, float *Dk, int64_t *Ik)
+{
+    const ptrdiff_t ksub = (ptrdiff_t)1 << C->nbits, per = C->M * ksub;
+    float *T = pre ? malloc((size_t)per * sizeof(float)) : NULL;
+    if (pre && !T) return -1;
+    for (ptrdiff_t p = 0; p < np; p++) {
+        const int64_t l = lists[p];
+        if (l < 0 || llen[l] == 0) continue;
+        const float *t = qtab;
+        if (pre) {
+            const float *pl = pre + l * per;
+            for (ptrdiff_t j = 0; j < per; j++) T[j] = pl[j] + qtab[j];
+            t = T;
+        }
+        fm_scan_float_list(C, t, ksub, coarse[p], lstart[l], llen[l], k, Dk, Ik);
+    }
+    free(T);
+    return 0;
+}
+
+static void fm_pq_finish(const fm_pq_codes *C, ptrdiff_t k, float *Dk, int64_t *Ik)
+{
+    fm_heap_sort(Dk, Ik, k);
+    for (ptrdiff_t i = 0; i < k; i++) Ik[i] = Ik[i] < 0 ? -1 : C->ids[Ik[i]];
+}
+
 /* Largest quantized sum that can still belong to the top k of list p:
  * sum - M/2 <= a * (d - base_p) for every vector, so a vector whose sum is
  * above a * (limit - base_p) + M/2 (+1 for rounding) is farther than limit. */
