@@ -849,4 +849,5 @@ def replace(obj, **changes):
 
 
 from .ir_quant import QLinear, QMLP  # noqa: E402  (quantized families; ir_quant builds on this module)
-ESTIMATORS += (QLinear, QMLP)
+from .ir_qtrees import QTrees  # noqa: E402  (lossless threshold-index trees)
+ESTIMATORS += (QLinear, QMLP, QTrees)

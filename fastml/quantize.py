@@ -11,7 +11,8 @@
   runs them on ``kernels/_int8.pyx`` (AVX-512 VNNI where the CPU has it); the
   onnxruntime backend runs the same float model through ONNX Runtime's own
   ``quantize_dynamic`` / ``quantize_static`` (QDQ), so the two can be compared.
-* tree ensembles: see :mod:`fastml.quantize_trees` (lossless).
+* tree ensembles (:class:`~fastml.ir_qtrees.QTrees`): thresholds as per-feature
+  indexes, rows binned to uint16 once (lossless: see :mod:`fastml.ir_qtrees`).
 
 Every quantized model carries a :class:`QuantizationReport`: agreement of
 labels with the float model, max and mean absolute difference of its
@@ -29,6 +30,7 @@ import numpy as np
 
 from . import ir
 from .errors import InputError, InvalidOptionError, UnsupportedModelError
+from .ir_qtrees import QTrees, quantize_trees
 from .ir_quant import QUANTIZED, QLinear, QMLP
 
 SCHEMES = ("int8", "int8-static")
@@ -131,6 +133,8 @@ def _quantize_mlp(est: ir.MLP, ranges) -> QMLP:
 
 def _param_bytes(est) -> Tuple[int, int]:
     """(float32 bytes of the float model's parameters, bytes of the quantized model's)."""
+    if isinstance(est, QTrees):
+        return est.param_bytes()
     if isinstance(est, QLinear):
         k, f = est.coef_q.shape
         return 4 * (k * f + k), k * f + 4 * 2 * k
@@ -154,11 +158,11 @@ def _as_ir(model):
     return import_model(model)
 
 
-def _rows(X, n_features: int, what: str) -> np.ndarray:
+def _rows(X, n_features: int, what: str, finite: bool = True) -> np.ndarray:
     from ._validation import check_input
 
     X = check_input(X, n_features, what)
-    if not np.all(np.isfinite(X)):
+    if finite and not np.all(np.isfinite(X)):
         raise InputError(f"{what}: rows contain NaN or infinity")
     return X
 
@@ -192,7 +196,8 @@ def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 
     model_ir = _as_ir(model)
     pipe = ir.as_pipeline(model_ir)
     est = pipe.estimator
-    X = None if calibration is None else _rows(calibration, pipe.n_features, "calibration")
+    trees = isinstance(est, ir.TreeEnsemble)  # trees take NaN and inf rows
+    X = None if calibration is None else _rows(calibration, pipe.n_features, "calibration", finite=not trees)
     if type(est) in QUANTIZED:
         static = scheme == "int8-static"
         if static and X is None:
@@ -201,9 +206,12 @@ def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 
         qest = (_quantize_linear if isinstance(est, ir.Linear) else _quantize_mlp)(est, ranges)
         activations = ("uint8 activations, ranges from calibration" if static
                        else "uint8 activations per row")
+    elif trees:
+        qest = quantize_trees(est)
+        activations = "inputs binned to uint16 threshold indexes (lossless)"
     else:
         raise UnsupportedModelError(f"{est.name}: no quantized form of {type(est).__name__} "
-                                    f"(fastml quantizes linear models and MLPs)")
+                                    f"(fastml quantizes linear models, MLPs and tree ensembles)")
     qest.validate()
     qmodel = ir.Pipeline(steps=pipe.steps, estimator=qest, name=pipe.name).validate() \
         if isinstance(model_ir, ir.Pipeline) else qest
@@ -237,7 +245,7 @@ def measure(float_model, quantized_model, X, *, n_threads: int = 1, data: str = 
 
     f_ir, q_ir = _as_ir(float_model), _as_ir(quantized_model)
     pipe = ir.as_pipeline(q_ir)
-    X = _rows(X, pipe.n_features, "measure")
+    X = _rows(X, pipe.n_features, "measure", finite=not isinstance(pipe.estimator, QTrees))
     native = get_backend("native")
     f_run, q_run = native(f_ir, n_threads=n_threads), native(q_ir, n_threads=n_threads)
     est = pipe.estimator
