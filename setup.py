@@ -53,6 +53,7 @@ setup(
     packages=["fastml", "fastml.backends", "fastml.kernels", "fastml.converters", "fastml.search"],
     package_dir={"fastml.kernels": "kernels", "fastml.converters": "converters"},
     package_data={"fastml": ["py.typed"], "fastml.kernels": ["*.pyx", "*.pxd", "src/*.h"]},
-    ext_modules=cythonize(extensions, compiler_directives=directives, quiet=True),
+    ext_modules=cythonize(extensions, compiler_directives=directives, quiet=True,
+                          include_path=["kernels"]),  # shared .pxd files (cimport _layout)
     zip_safe=False,
 )

@@ -56,7 +56,7 @@ def check_input(X, n_features: int, owner: str, *, max_rows: int | None = None) 
             f"X has {X.shape[1]} features, but {owner} is expecting {n_features} features as input.")
     if max_rows is not None and X.shape[0] > max_rows:
         raise InputError(f"{owner}: {X.shape[0]} rows exceed this predictor's max_rows={max_rows}.")
-    if X.strides[1] != X.itemsize or X.strides[0] % X.itemsize:
+    if X.strides[1] != X.itemsize or X.strides[0] % X.itemsize or X.strides[0] < 0:
         X = np.ascontiguousarray(X)
     return X
 

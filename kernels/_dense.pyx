@@ -16,6 +16,7 @@ computed in float64, as scikit-learn's ``euclidean_distances`` does.
 import numpy as np
 
 cimport numpy as cnp
+from _layout cimport x_kind
 from libc.stdint cimport int32_t
 from libc.stdlib cimport free, malloc
 
@@ -93,18 +94,6 @@ def _pad(b, n, dtype):
     out = np.zeros(n, dtype=dtype)
     out[:len(b)] = b
     return out
-
-
-cdef inline int _x_kind(cnp.ndarray X, Py_ssize_t F):
-    """0: float64, 1: float32, -1: not in kernel layout (2-D, F columns, unit column stride, rows)."""
-    cdef int t = cnp.PyArray_TYPE(X)
-    if cnp.PyArray_NDIM(X) != 2 or X.shape[1] != F or X.shape[0] == 0:
-        return -1
-    if t == cnp.NPY_FLOAT64:
-        return 0 if X.strides[1] == 8 and X.strides[0] % 8 == 0 and X.strides[0] >= 0 else -1
-    if t == cnp.NPY_FLOAT32:
-        return 1 if X.strides[1] == 4 and X.strides[0] % 4 == 0 and X.strides[0] >= 0 else -1
-    return -1
 
 
 cdef void *_out_data(cnp.ndarray out, int typenum, Py_ssize_t size, str what) except NULL:
@@ -188,7 +177,7 @@ cdef class MLPKernel:
 
     def run(self, cnp.ndarray X, cnp.ndarray out, int kind, int n_threads=1):
         """Fill ``out`` (float64 values or [1 - p, p]; intp indices for ``ARGMAX``), C-contiguous."""
-        cdef int xk = _x_kind(X, self.n_features)
+        cdef int xk = x_kind(X, self.n_features)
         if xk < 0:
             return -1
         cdef Py_ssize_t n = X.shape[0]
@@ -255,7 +244,7 @@ cdef class KMeansKernel:
 
     def run(self, cnp.ndarray X, cnp.ndarray out, int kind, int n_threads=1):
         """Fill ``out``: int32 labels (``LABELS``) or float64 (n, n_clusters) distances."""
-        cdef int xk = _x_kind(X, self.n_features)
+        cdef int xk = x_kind(X, self.n_features)
         if xk < 0:
             return -1
         cdef Py_ssize_t n = X.shape[0]

@@ -14,6 +14,7 @@ where VNNI is compiled in (tests compare the two).
 import numpy as np
 
 cimport numpy as cnp
+from _layout cimport x_kind
 from libc.stdint cimport int8_t, int32_t
 from libc.stdlib cimport free, malloc
 
@@ -78,18 +79,6 @@ def _pad(a, n, dtype):
     out = np.zeros(n, dtype=dtype)
     out[:len(a)] = a
     return out
-
-
-cdef inline int _x_kind(cnp.ndarray X, Py_ssize_t F):
-    """0: float64, 1: float32, -1: not in kernel layout (2-D, F columns, unit column stride)."""
-    cdef int t = cnp.PyArray_TYPE(X)
-    if cnp.PyArray_NDIM(X) != 2 or X.shape[1] != F or X.shape[0] == 0:
-        return -1
-    if t == cnp.NPY_FLOAT64:
-        return 0 if X.strides[1] == 8 and X.strides[0] % 8 == 0 and X.strides[0] >= 0 else -1
-    if t == cnp.NPY_FLOAT32:
-        return 1 if X.strides[1] == 4 and X.strides[0] % 4 == 0 and X.strides[0] >= 0 else -1
-    return -1
 
 
 cdef class Int8Kernel:
@@ -211,7 +200,7 @@ cdef class Int8Kernel:
         this call (a linear model's scores and probabilities share one kernel)."""
         cdef int out_activation = (kind >> 4) - 1
         kind &= 15
-        cdef int xk = _x_kind(X, self.n_features)
+        cdef int xk = x_kind(X, self.n_features)
         if xk < 0:
             return -1
         cdef Py_ssize_t n = X.shape[0]

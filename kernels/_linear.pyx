@@ -9,6 +9,7 @@ GIL released, and runs small batches inline with no thread start-up.
 import numpy as np
 
 cimport numpy as cnp
+from _layout cimport x_kind
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 
@@ -71,16 +72,6 @@ cdef class LinearKernel:
         self.bp = <const double *> cnp.PyArray_DATA(b)
         self.n_features, self.n_targets, self.Fp = F, T, Fp
 
-    cdef inline bint _layout_ok(self, cnp.ndarray X):
-        cdef int t = cnp.PyArray_TYPE(X)
-        if cnp.PyArray_NDIM(X) != 2 or X.shape[1] != self.n_features or X.shape[0] == 0:
-            return False
-        if t == cnp.NPY_FLOAT64:
-            return X.strides[1] == 8 and X.strides[0] % 8 == 0
-        if t == cnp.NPY_FLOAT32:
-            return X.strides[1] == 4 and X.strides[0] % 4 == 0
-        return False
-
     cdef int _block(self, const char *X, bint f32, Py_ssize_t rs, Py_ssize_t i0, Py_ssize_t i1,
                     int kind, double *out, Py_ssize_t *idx) noexcept nogil:
         cdef Py_ssize_t T = self.n_targets, n = i1 - i0
@@ -111,7 +102,7 @@ cdef class LinearKernel:
 
     def run(self, cnp.ndarray X, cnp.ndarray out, int kind, int n_threads=1):
         """Fill ``out`` (float64, C-contiguous; intp for ``K_ARGMAX``) for every row of X."""
-        if not self._layout_ok(X):
+        if x_kind(X, self.n_features) < 0:
             return -1
         cdef Py_ssize_t n = X.shape[0], nblocks, blk, i0, i1
         cdef Py_ssize_t cols = 2 if (kind == K_LOGISTIC_BINARY or kind == K_MHUBER_BINARY) else (

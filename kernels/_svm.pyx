@@ -11,6 +11,7 @@ released, and runs small batches inline with no thread start-up.
 import numpy as np
 
 cimport numpy as cnp
+from _layout cimport x_kind
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t
 from libc.stdlib cimport free, malloc
@@ -126,16 +127,6 @@ cdef class SVMKernel:
         # rows per task: the block, its accumulators and a panel stay within L1
         self.block_rows = 32 if M <= 2 else (16 if M <= 5 else 8)
 
-    cdef inline bint _layout_ok(self, cnp.ndarray X):
-        cdef int t = cnp.PyArray_TYPE(X)
-        if cnp.PyArray_NDIM(X) != 2 or X.shape[1] != self.n_features or X.shape[0] == 0:
-            return False
-        if t == cnp.NPY_FLOAT64:
-            return X.strides[1] == 8 and X.strides[0] % 8 == 0
-        if t == cnp.NPY_FLOAT32:
-            return X.strides[1] == 4 and X.strides[0] % 4 == 0
-        return False
-
     cdef int _block(self, const void *X, bint f32, Py_ssize_t rs, Py_ssize_t i0, Py_ssize_t i1,
                     int kind, double *out, Py_ssize_t *idx) noexcept nogil:
         cdef double *work = <double *> malloc(fm_svm_work_size(&self.pl, i1 - i0) * sizeof(double))
@@ -148,7 +139,7 @@ cdef class SVMKernel:
     def run(self, cnp.ndarray X, cnp.ndarray out, int kind, int n_threads=1):
         """Fill ``out`` for every row of X: float64 (n, n_pairs) for RAW/NEG,
         (n, n_classes) for OVR/PROBA, intp (n,) class indexes for VOTE/TIES."""
-        if not self._layout_ok(X):
+        if x_kind(X, self.n_features) < 0:
             return -1
         cdef Py_ssize_t n = X.shape[0], nblocks, blk, i0, i1, B = self.block_rows
         cdef Py_ssize_t cols = self.n_pairs if kind <= C_NEG else (1 if kind in (C_VOTE, C_TIES) else self.n_classes)
