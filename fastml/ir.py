@@ -850,4 +850,5 @@ def replace(obj, **changes):
 
 from .ir_quant import QLinear, QMLP  # noqa: E402  (quantized families; ir_quant builds on this module)
 from .ir_qtrees import QTrees  # noqa: E402  (lossless threshold-index trees)
-ESTIMATORS += (QLinear, QMLP, QTrees)
+from .ir_qsvm import QKernelSVM  # noqa: E402  (int8 support vectors)
+ESTIMATORS += (QLinear, QMLP, QTrees, QKernelSVM)

@@ -13,6 +13,10 @@
   ``quantize_dynamic`` / ``quantize_static`` (QDQ), so the two can be compared.
 * tree ensembles (:class:`~fastml.ir_qtrees.QTrees`): thresholds as per-feature
   indexes, rows binned to uint16 once (lossless: see :mod:`fastml.ir_qtrees`).
+* kernel SVMs (:class:`~fastml.ir_qsvm.QKernelSVM`): int8 support vectors with
+  one symmetric scale per vector, rows uint8 per row, only the cross term x.s
+  quantized (lossy: see ``kernels/src/fm_qsvm.h``); sizes against the float64
+  the float SVM kernel holds.
 
 Every quantized model carries a :class:`QuantizationReport`: agreement of
 labels with the float model, max and mean absolute difference of its
@@ -30,6 +34,7 @@ import numpy as np
 
 from . import ir
 from .errors import InputError, InvalidOptionError, UnsupportedModelError
+from .ir_qsvm import QKernelSVM, quantize_svm
 from .ir_qtrees import QTrees, quantize_trees
 from .ir_quant import QUANTIZED, QLinear, QMLP
 
@@ -133,7 +138,7 @@ def _quantize_mlp(est: ir.MLP, ranges) -> QMLP:
 
 def _param_bytes(est) -> Tuple[int, int]:
     """(float32 bytes of the float model's parameters, bytes of the quantized model's)."""
-    if isinstance(est, QTrees):
+    if isinstance(est, (QTrees, QKernelSVM)):
         return est.param_bytes()
     if isinstance(est, QLinear):
         k, f = est.coef_q.shape
@@ -187,9 +192,9 @@ def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 
     Raises
     ------
     InvalidOptionError
-        An unknown scheme, or "int8-static" without calibration rows.
+        An unknown scheme, "int8-static" without calibration rows, or for a kernel SVM.
     UnsupportedModelError
-        A model family with no quantized form (kernel SVMs, k-means).
+        A model family with no quantized form (k-means).
     """
     if scheme not in SCHEMES:
         raise InvalidOptionError(f"unknown quantization {scheme!r}; choose one of {SCHEMES}")
@@ -209,9 +214,14 @@ def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 
     elif trees:
         qest = quantize_trees(est)
         activations = "inputs binned to uint16 threshold indexes (lossless)"
+    elif isinstance(est, ir.KernelSVM):
+        if scheme != "int8":  # rows are quantized per row: there is no static range to calibrate
+            raise InvalidOptionError(f"{est.name}: kernel SVMs quantize with \"int8\" only, not {scheme!r}")
+        qest = quantize_svm(est)
+        activations = "int8 support vectors, uint8 rows per row (cross term only)"
     else:
         raise UnsupportedModelError(f"{est.name}: no quantized form of {type(est).__name__} "
-                                    f"(fastml quantizes linear models, MLPs and tree ensembles)")
+                                    f"(fastml quantizes linear models, MLPs, tree ensembles and kernel SVMs)")
     qest.validate()
     qmodel = ir.Pipeline(steps=pipe.steps, estimator=qest, name=pipe.name).validate() \
         if isinstance(model_ir, ir.Pipeline) else qest

@@ -435,3 +435,4 @@ def NativeBackend(model: ir.Model, *, n_threads: int, max_rows: int | None = Non
 
 from . import native_int8  # noqa: E402,F401  (the int8 runners register themselves in RUNNERS)
 from . import native_qtrees  # noqa: E402,F401  (so does the quantized-trees runner)
+from . import native_qsvm  # noqa: E402,F401  (and the int8 kernel-SVM runner)

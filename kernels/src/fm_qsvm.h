@@ -1,0 +1,322 @@
+/* int8 kernel SVMs: libsvm's one-vs-one sums over int8 support vectors.
+ *
+ * Scheme
+ * ------
+ * Support vector j is int8 with one symmetric scale: s_j ~ ss[j] * q_j,
+ * q_j in [-127, 127].  A row x is uint8 with a scale and a zero point chosen
+ * from the row's own range (fm_int8.h's dynamic quantization, reused:
+ * x ~ sx * (u - z)).  Only the cross term is quantized:
+ *
+ *     x.s_j ~ t_j = (float)(sum_k u_k q_jk - z * cs[j]) * (sx * ss[j])     (cs[j] = sum_k q_jk)
+ *
+ * with the integer sum exact in int32 (vpdpbusd: u8 x s8, four features per
+ * step).  |x|^2 (from the float row, float64 sum) and |s_j|^2 (from the float
+ * support vectors, stored by the IR) are not quantized.  Then, in float32,
+ *
+ *     rbf: exp(-gamma max(|x|^2 + |s_j|^2 - 2 t_j, 0)),  poly: (gamma t_j + coef0)^degree,
+ *     sigmoid: tanh(gamma t_j + coef0),
+ *
+ * multiplied into float32 per-class accumulators; each class's sums are added
+ * into float64 pair values.  Why uint8 rows with a zero point rather than int8
+ * symmetric rows: vpdpbusd multiplies u8 by s8, the zero point costs nothing
+ * in the inner loop (cs is per vector), and a non-negative row (pixels,
+ * counts) gets all 256 levels instead of 128.
+ *
+ * Why float32 after the dot products is enough: the RBF distance cancels
+ * (|x|^2 + |s|^2 and 2 x.s can both be much larger than the distance), but
+ * exp(-gamma d) needs d to an absolute error of about 1/gamma * tolerance,
+ * not a relative one.  The int8 cross term carries an absolute error of about
+ * |x|_inf |s|_inf sqrt(F) / 400 already; float32 rounding of the three terms
+ * adds about 6e-8 (|x|^2 + |s|^2), three orders of magnitude less.
+ *
+ * Layout (built by kernels/_qsvm.pyx)
+ * -----------------------------------
+ * fm_int8.h's panel layout with the support vectors as the "columns":
+ * panels of FM_Q8_NR = 32 vectors, one class per panel (each class padded
+ * with zero vectors of coefficient 0); features zero-padded to kpad, a
+ * multiple of 4; panel p holds for each group g of four features 32 x 4 bytes.
+ * Per vector (panel-major, 32 per panel): ss (scale), cs (sum of q),
+ * sn (|s|^2, float32), coef[(p * M + m) * 32 + l].  The integer tiles are
+ * fm_int8.h's (VNNI or portable C: the same integers).
+ *
+ * Loop order
+ * ----------
+ * Rows run in blocks of FM_QSVM_BLOCK (one OpenMP task each; small calls run
+ * inline).  A block's rows are quantized once; then class, panel, 8-row tile
+ * (8 rows x 32 vectors of int32 sums), epilogue into the rows' accumulators
+ * acc[row][m][32]; once per class they are summed into the pair values.
+ * Fewer than 8 rows: row, then four panels (eight vectors) per pass.  Then
+ * fm_svm.h's post-processing (raw, one-vs-rest, vote, probabilities).
+ * The linear kernel is folded (sum_s coef_s s, computed once in float64 from
+ * the dequantized vectors) and runs on fm_svm.h's float64 path.
+ */
+#ifndef FM_QSVM_H
+#define FM_QSVM_H
+
+#include "fm_int8.h"
+#include "fm_svm.h"
+
+#define FM_QSVM_BLOCK 64
+
+typedef struct {
+    fm_svm_plan fp;              /* F, M, K, NP, kernel, degree, gamma, coef0, b, pa, pb, seg, pair, lin */
+    ptrdiff_t kpad, P;           /* padded features, panels of 32 */
+    const int8_t *w;             /* packed panels */
+    const float *ss, *sn, *coef;
+    const int32_t *cs;
+    int portable;
+} fm_qsvm;
+
+/* kernel values of one row against 16 vectors (vector v of a panel) from their int32 sums,
+ * multiplied into the row's accumulators a[m * 32 + l] */
+static inline void fm_qsvm_epilogue(const fm_qsvm *m, ptrdiff_t p, int half, const int32_t *acc,
+                                    float xs, int32_t z, float xx, float *restrict a)
+{
+    const ptrdiff_t o = p * FM_Q8_NR + half * 16, M = m->fp.M;
+    const int32_t *restrict cs = m->cs + o;
+    const float *restrict ss = m->ss + o;
+    const float g = (float)m->fp.gamma, c0 = (float)m->fp.coef0;
+    float k[16];
+    switch (m->fp.kernel) {
+    case FM_SVM_RBF: {
+        const float *restrict sn = m->sn + o;
+        _Pragma("omp simd")
+        for (int l = 0; l < 16; l++) {
+            float t = (float)(acc[l] - z * cs[l]) * (xs * ss[l]);
+            float d = xx + sn[l] - 2.0f * t;
+            d = d > 0.0f ? d : 0.0f;
+            k[l] = fm_exp_f32(-g * d);
+        }
+        break;
+    }
+    case FM_SVM_POLY:
+        for (int l = 0; l < 16; l++) {
+            float t = (float)(acc[l] - z * cs[l]) * (xs * ss[l]);
+            k[l] = (float)fm_svm_powi((double)(g * t + c0), m->fp.degree);
+        }
+        break;
+    default: /* sigmoid */
+        for (int l = 0; l < 16; l++) {
+            float t = (float)(acc[l] - z * cs[l]) * (xs * ss[l]);
+            k[l] = tanhf(g * t + c0);
+        }
+        break;
+    }
+    const float *restrict coef = m->coef + p * M * FM_Q8_NR + half * 16;
+    for (ptrdiff_t mm = 0; mm < M; mm++) {
+        float *restrict am = a + mm * FM_Q8_NR + half * 16;
+        const float *restrict cm = coef + mm * FM_Q8_NR;
+        _Pragma("omp simd")
+        for (int l = 0; l < 16; l++) am[l] += k[l] * cm[l];
+    }
+}
+
+/* add each row's class accumulators into its pair values, then zero them */
+static inline void fm_qsvm_flush(const fm_qsvm *m, ptrdiff_t c, ptrdiff_t n, float *acc, double *dec)
+{
+    const ptrdiff_t M = m->fp.M, NP = m->fp.NP;
+    for (ptrdiff_t r = 0; r < n; r++) {
+        float *a = acc + r * M * FM_Q8_NR;
+        for (ptrdiff_t mm = 0; mm < M; mm++) {
+            double s = 0.0;
+            for (int l = 0; l < FM_Q8_NR; l++) s += (double)a[mm * FM_Q8_NR + l];
+            dec[r * NP + m->fp.pair[c * M + mm]] += s;
+        }
+        memset(a, 0, sizeof(float) * M * FM_Q8_NR);
+    }
+}
+
+/* The int32 sums of tile rows xr[0:mr] against nv 16-vector pieces starting at panel p. */
+static inline void fm_qsvm_tile(const fm_qsvm *m, int mr, int nv, const uint8_t *const *xr, ptrdiff_t p,
+                                int32_t acc[][16])
+{
+    const ptrdiff_t kg = m->kpad / 4, pstride = kg * 4 * FM_Q8_NR;
+    const int8_t *wv[8];
+    for (int v = 0; v < nv; v++) wv[v] = m->w + (p + v / 2) * pstride + (v % 2) * 64;
+    if (!FM_Q8_VNNI || m->portable) {
+        fm_q8_tile_c(mr, nv, xr, kg, wv, acc);
+        return;
+    }
+#if FM_Q8_VNNI
+    if (nv == 2) {
+        switch (mr) {
+        case 8: fm_q8_tile_vnni(8, 2, xr, kg, wv, acc); break;
+        case 7: fm_q8_tile_vnni(7, 2, xr, kg, wv, acc); break;
+        case 6: fm_q8_tile_vnni(6, 2, xr, kg, wv, acc); break;
+        case 5: fm_q8_tile_vnni(5, 2, xr, kg, wv, acc); break;
+        case 4: fm_q8_tile_vnni(4, 2, xr, kg, wv, acc); break;
+        case 3: fm_q8_tile_vnni(3, 2, xr, kg, wv, acc); break;
+        case 2: fm_q8_tile_vnni(2, 2, xr, kg, wv, acc); break;
+        default: fm_q8_tile_vnni(1, 2, xr, kg, wv, acc); break;
+        }
+    } else if (nv == 8) fm_q8_tile_vnni(1, 8, xr, kg, wv, acc);
+    else if (nv == 6) fm_q8_tile_vnni(1, 6, xr, kg, wv, acc);
+    else fm_q8_tile_vnni(1, 4, xr, kg, wv, acc);
+#endif
+}
+
+/* bytes of scratch a block of n rows needs */
+static inline size_t fm_qsvm_scratch_bytes(const fm_qsvm *m, ptrdiff_t n)
+{
+    const ptrdiff_t K = m->fp.K, NP = m->fp.NP, F = m->fp.F;
+    size_t q = ((size_t)n * m->kpad + 63) & ~(size_t)63;
+    return q + (size_t)n * (sizeof(float) * 2 + sizeof(int32_t)) + sizeof(float) * n * m->fp.M * FM_Q8_NR
+           + sizeof(double) * ((size_t)n * NP + 2 * K * K + 4 * K + 64) + sizeof(double) * F * (m->fp.lin ? n : 0)
+           + 256;
+}
+
+typedef struct {
+    const fm_qsvm *m;
+    const void *X;
+    int x32;
+    ptrdiff_t rs;
+    int kind;
+    double *out;
+    ptrdiff_t *idx;
+    int32_t *dots;               /* tests: the int32 sums minus the zero point term, or NULL */
+} fm_qsvm_call;
+
+/* Rows [i0, i0 + n) into the call's outputs.  Returns 1 when X holds NaN or inf. */
+static int fm_qsvm_block(const fm_qsvm_call *c, ptrdiff_t i0, ptrdiff_t n, char *buf)
+{
+    const fm_qsvm *m = c->m;
+    const ptrdiff_t F = m->fp.F, M = m->fp.M, NP = m->fp.NP, kp = m->kpad;
+    if (m->fp.lin)  /* linear kernel: the folded float64 path */
+        return fm_svm_block(&m->fp, c->X, c->x32, c->rs, i0, i0 + n, c->kind, c->out, c->idx, (double *)buf);
+    uint8_t *xq = (uint8_t *)buf;
+    double *dec = (double *)(buf + (((size_t)n * kp + 63) & ~(size_t)63));
+    double *scratch = dec + n * NP;
+    float *acc = (float *)(scratch + 2 * m->fp.K * m->fp.K + 4 * m->fp.K + 64);
+    float *xs = acc + n * M * FM_Q8_NR, *xx = xs + n;
+    int32_t *xz = (int32_t *)(xx + n);
+    int32_t tacc[16][16] __attribute__((aligned(64)));
+    const uint8_t *xr[FM_Q8_MR];
+
+    for (ptrdiff_t r = 0; r < n; r++) {
+        uint8_t *u = xq + r * kp;
+        double s = 0.0;
+        if (c->x32) {
+            const float *x = (const float *)c->X + (i0 + r) * c->rs;
+            if (fm_q8_quant_f(x, F, kp, u, xs + r, xz + r)) return 1;
+            for (ptrdiff_t f = 0; f < F; f++) s += (double)x[f] * (double)x[f];
+        } else {
+            const double *x = (const double *)c->X + (i0 + r) * c->rs;
+            if (fm_q8_quant_d(x, F, kp, u, xs + r, xz + r)) return 1;
+            for (ptrdiff_t f = 0; f < F; f++) s += x[f] * x[f];
+        }
+        xx[r] = (float)s;
+    }
+    memset(acc, 0, sizeof(float) * n * M * FM_Q8_NR);
+    memset(dec, 0, sizeof(double) * n * NP);
+    const ptrdiff_t full = n >= FM_Q8_MR ? n : 0;  /* tiles of up to 8 rows, or the 1-row path */
+    for (ptrdiff_t k = 0; k < m->fp.K; k++) {
+        const ptrdiff_t p0 = m->fp.seg[k], p1 = m->fp.seg[k + 1];
+        if (p0 == p1) continue;
+        for (ptrdiff_t p = p0; p < p1 && full; p++)
+            for (ptrdiff_t i = 0; i < n; i += FM_Q8_MR) {
+                int mr = n - i < FM_Q8_MR ? (int)(n - i) : FM_Q8_MR;
+                for (int r = 0; r < mr; r++) xr[r] = xq + (i + r) * kp;
+                fm_qsvm_tile(m, mr, 2, xr, p, tacc);
+                for (int r = 0; r < mr; r++)
+                    for (int h = 0; h < 2; h++) {
+                        if (c->dots) {
+                            int32_t *d = c->dots + (i0 + i + r) * m->P * FM_Q8_NR + p * FM_Q8_NR + h * 16;
+                            for (int l = 0; l < 16; l++)
+                                d[l] = tacc[2 * r + h][l] - xz[i + r] * m->cs[p * FM_Q8_NR + h * 16 + l];
+                        }
+                        fm_qsvm_epilogue(m, p, h, tacc[2 * r + h], xs[i + r], xz[i + r], xx[i + r],
+                                         acc + (i + r) * M * FM_Q8_NR);
+                    }
+            }
+        for (ptrdiff_t r = 0; r < n && !full; r++) {
+            xr[0] = xq + r * kp;
+            for (ptrdiff_t p = p0; p < p1; p += 4) {
+                int npp = p1 - p < 4 ? (int)(p1 - p) : 4, nv = 2 * npp;
+                fm_qsvm_tile(m, 1, nv, xr, p, tacc);
+                for (int v = 0; v < nv; v++) {
+                    ptrdiff_t pp = p + v / 2;
+                    if (c->dots) {
+                        int32_t *d = c->dots + (i0 + r) * m->P * FM_Q8_NR + pp * FM_Q8_NR + (v % 2) * 16;
+                        for (int l = 0; l < 16; l++)
+                            d[l] = tacc[v][l] - xz[r] * m->cs[pp * FM_Q8_NR + (v % 2) * 16 + l];
+                    }
+                    fm_qsvm_epilogue(m, pp, v % 2, tacc[v], xs[r], xz[r], xx[r], acc + r * M * FM_Q8_NR);
+                }
+            }
+        }
+        fm_qsvm_flush(m, k, n, acc, dec);
+    }
+
+    for (ptrdiff_t r = 0; r < n; r++) {
+        double *d = dec + r * NP;
+        for (ptrdiff_t q = 0; q < NP; q++) d[q] += m->fp.b[q];
+        const ptrdiff_t i = i0 + r;
+        const ptrdiff_t K = m->fp.K;
+        switch (c->kind) {
+        case FM_SVM_RAW: memcpy(c->out + i * NP, d, sizeof(double) * NP); break;
+        case FM_SVM_NEG: for (ptrdiff_t q = 0; q < NP; q++) c->out[i * NP + q] = -d[q]; break;
+        case FM_SVM_OVR: fm_svm_ovr(K, d, c->out + i * K); break;
+        case FM_SVM_VOTE: c->idx[i] = fm_svm_vote(K, d); break;
+        case FM_SVM_TIES: {
+            double *o = scratch;
+            ptrdiff_t best = 0;
+            fm_svm_ovr(K, d, o);
+            for (ptrdiff_t q = 1; q < K; q++)
+                if (o[q] > o[best]) best = q;
+            c->idx[i] = best;
+            break;
+        }
+        default: fm_svm_proba(&m->fp, d, c->out + i * K, scratch); break;
+        }
+    }
+    return 0;
+}
+
+/* Every row of X: 0, 1 (NaN/inf in X) or -1 (out of memory). */
+static int fm_qsvm_run(const fm_qsvm *m, const void *X, int x32, ptrdiff_t rs, ptrdiff_t n, int kind,
+                       double *out, ptrdiff_t *idx, int32_t *dots, int n_threads, ptrdiff_t min_parallel)
+{
+    fm_qsvm_call c = {m, X, x32, rs, kind, out, idx, dots};
+    ptrdiff_t blk = FM_QSVM_BLOCK;
+    int par = n_threads > 1 && n >= min_parallel;
+    if (par) {  /* no idle thread: blocks no larger than an even share */
+        ptrdiff_t per = (n + n_threads - 1) / n_threads;
+        per = (per + FM_Q8_MR - 1) / FM_Q8_MR * FM_Q8_MR;
+        blk = per < blk ? per : blk;
+    }
+    const ptrdiff_t nb = (n + blk - 1) / blk;
+    size_t need = fm_qsvm_scratch_bytes(m, n < blk ? n : blk);
+    if (m->fp.lin) {
+        size_t lin = sizeof(double) * (size_t)fm_svm_work_size(&m->fp, n < blk ? n : blk);
+        need = lin > need ? lin : need;
+    }
+    need = (need + 63) & ~(size_t)63;
+    if (!par || nb < 2) {
+        _Alignas(64) char stack[16384];
+        char *buf = need <= sizeof stack ? stack : (char *)aligned_alloc(64, need);
+        if (buf == NULL) return -1;
+        int bad = 0;
+        for (ptrdiff_t b = 0; b < nb && !bad; b++) {
+            ptrdiff_t i0 = b * blk;
+            bad = fm_qsvm_block(&c, i0, (i0 + blk < n ? i0 + blk : n) - i0, buf);
+        }
+        if (buf != stack) free(buf);
+        return bad;
+    }
+    int bad = 0, oom = 0;
+    #pragma omp parallel num_threads(n_threads) reduction(|:bad) reduction(|:oom)
+    {
+        char *buf = (char *)aligned_alloc(64, need);
+        oom |= buf == NULL;
+        #pragma omp for schedule(dynamic)
+        for (ptrdiff_t b = 0; b < nb; b++) {
+            if (buf == NULL || bad) continue;
+            ptrdiff_t i0 = b * blk;
+            bad |= fm_qsvm_block(&c, i0, (i0 + blk < n ? i0 + blk : n) - i0, buf);
+        }
+        free(buf);
+    }
+    return oom ? -1 : bad;
+}
+
+#endif
