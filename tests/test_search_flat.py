@@ -67,3 +67,43 @@ def test_flat_matches_faiss():
     Do, Io = o.search(xq, 10)
     np.testing.assert_allclose(Do, Df, rtol=1e-4, atol=1e-2)
     assert (Io == If).mean() > 0.99
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("nq", [1, 5, 200])
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_flat_threaded_paths_equal_one_thread(metric, nq, n_threads):
+    # 25,000 vectors: enough for the database split of few queries (>= 2 x 4,096 per thread)
+    # and for query chunks of many; the second half repeats the first, so equal distances
+    # straddle the split and must still come out smaller id first, as from one heap
+    half = blobs(12_500, 16, seed=3)
+    xb = np.concatenate([half, half])
+    xq = blobs(nq, 16, seed=4)
+    one = fs.IndexFlatL2(16) if metric == "l2" else fs.IndexFlatIP(16)
+    one.add(xb)
+    one.n_threads = 1
+    many = fs.IndexFlatL2(16) if metric == "l2" else fs.IndexFlatIP(16)
+    many.add(xb)
+    many.n_threads = n_threads
+    D1, I1 = one.search(xq, 7)
+    Dn, In = many.search(xq, 7)
+    np.testing.assert_array_equal(In, I1)
+    np.testing.assert_array_equal(Dn, D1)
+    # and against brute force (float64): every duplicate pair comes out as (i, i + 12,500)
+    xb64, xq64 = xb.astype(np.float64), xq.astype(np.float64)
+    dist = ((xq64[:, None, :] - xb64[None]) ** 2).sum(-1) if metric == "l2" else xq64 @ xb64.T
+    Dr, Ir = ref_topk(dist, 7, largest=metric == "ip")
+    np.testing.assert_allclose(np.take_along_axis(dist, In, 1), Dr, rtol=1e-4, atol=1e-2)
+    np.testing.assert_array_equal(In[:, 1:6:2], In[:, 0:6:2] + 12_500)
+
+
+def test_flat_search_restores_blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    idx = fs.IndexFlatL2(16)
+    idx.add(blobs(20_000, 16, seed=5))
+    idx.n_threads = 2
+    idx.search(blobs(300, 16, seed=6), 3)
+    idx.search(blobs(1, 16, seed=6), 3)
+    after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert after == before
