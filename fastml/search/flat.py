@@ -35,6 +35,9 @@ QUERY_BLOCK = 1024
 DB_BLOCK = 4096
 #: fewest queries per worker chunk (below, one thread with a GEMV-like pass is faster)
 MIN_CHUNK = 64
+#: multiply-adds (nq x nb x d) from which a search holds BLAS to one thread; below, BLAS
+#: runs one thread anyway and the ~7 us of threadpoolctl would be a tenth of a batch-1 IVF probe
+BLAS_LIMIT_WORK = 1 << 22
 
 _blas_lock = threading.Lock()
 _blas_users = 0
@@ -166,9 +169,11 @@ def knn(xq: np.ndarray, xb: np.ndarray, k: int, metric: int = METRIC_L2, *, norm
         l2 = metric == METRIC_L2
         if l2 and norms is None:
             norms = np.einsum("ij,ij->i", xb, xb, dtype=np.float32)
-        _blas_one_thread(True)
+        hold = nq * nb * xq.shape[1] >= BLAS_LIMIT_WORK
+        if hold:
+            _blas_one_thread(True)
         try:
-            if n_threads > 1 and nq >= 2 * MIN_CHUNK and nb >= DB_BLOCK:
+            if n_threads > 1 and nq >= 2 * MIN_CHUNK:
                 _knn_query_chunks(xq, xb, norms, l2, D, I, n_threads)
             elif n_threads > 1 and nq < MIN_CHUNK and nb >= 2 * DB_BLOCK * n_threads:
                 _knn_db_parts(xq, xb, norms, l2, D, I, n_threads)
@@ -176,7 +181,8 @@ def knn(xq: np.ndarray, xb: np.ndarray, k: int, metric: int = METRIC_L2, *, norm
                 _knn_rows(xq, xb, norms, l2, D, I, 0, nq, n_threads)
                 K.heap_sort(D, I)
         finally:
-            _blas_one_thread(False)
+            if hold:
+                _blas_one_thread(False)
         if l2:
             # the query norm is the same for every candidate: added once, at the end
             D += np.einsum("ij,ij->i", xq, xq, dtype=np.float32)[:, None]
