@@ -1,7 +1,8 @@
 """Vector-search kernels for ``fastml.search``: exact top-k over BLAS inner
 products, k-means assignment and PQ encoding, PQ distance tables, the ADC scan
 (float, or uint8-quantized look-ups with AVX-512 VBMI / vpshufb and an exact
-float re-rank) over flat and inverted-list code layouts, and IVF-Flat scans.
+float re-rank) over flat and inverted-list code layouts, IVF-Flat scans, and the
+exact re-ranking of scattered candidates (IndexRefineFlat).
 
 The loops live in ``src/fm_pq.h``; its header comment explains the packed code
 layout (blocks of 64 vectors), the table layout ``cbT[m][dsub][ksub]`` and the
@@ -38,6 +39,8 @@ cdef extern from "fm_pq.h" nogil:
                           double *sums, int64_t *counts)
     void fm_scan_flat(const float *q, const float *X, Py_ssize_t n, Py_ssize_t d, int ip,
                       const int64_t *ids, Py_ssize_t k, float *hd, int64_t *hi)
+    void fm_scan_rows(const float *q, const float *X, Py_ssize_t d, int ip, const int64_t *rows,
+                      const int64_t *keys, Py_ssize_t n, Py_ssize_t k, float *hd, int64_t *hi)
     int fm_pq_search_one(const fm_pq_codes *C, Py_ssize_t nprobe, const float *Tf, const double *bias,
                          const int64_t *start, const int64_t *len, Py_ssize_t k, int mode,
                          float *D, int64_t *I)
@@ -310,3 +313,32 @@ def ivfflat_search(const float[:, ::1] xq, const int64_t[:, ::1] lists, const fl
     else:
         for q in prange(nq, nogil=True, schedule="dynamic", num_threads=n_threads):
             _flat_one(&xq[q, 0], d, ip, nprobe, &lists[q, 0], xp, idp, &off[0], k, &D[q, 0], &I[q, 0])
+
+
+cdef void _refine_one(const float *q, const float *X, Py_ssize_t d, int ip, const int64_t *rows,
+                      const int64_t *keys, Py_ssize_t n, Py_ssize_t k, float *D, int64_t *I) noexcept nogil:
+    fm_heap_init(D, I, k)
+    fm_scan_rows(q, X, d, ip, rows, keys, n, k, D, I)
+    fm_heap_sort(D, I, k)
+
+
+def refine_search(const float[:, ::1] xq, const float[:, ::1] X, const int64_t[:, ::1] rows,
+                  const int64_t[:, ::1] keys, bint ip, float[:, ::1] D, int64_t[:, ::1] I, int n_threads=1):
+    """Exact re-ranking of candidates: for query q, the ``k = D.shape[1]`` best of the rows
+    ``X[rows[q, j]]`` (``rows < 0``: none; every other row < len(X), checked by the caller),
+    reported under the ids ``keys[q, j]``, ascending (ties: smaller id first)."""
+    cdef Py_ssize_t nq = xq.shape[0], d = xq.shape[1], n = rows.shape[1], k = D.shape[1], q
+    cdef const float *xp = &X[0, 0] if X.shape[0] else NULL
+    if nq == 0 or k == 0:
+        return
+    if xp == NULL:
+        n = 0
+    if n_threads <= 1 or nq == 1:
+        with nogil:
+            for q in range(nq):
+                _refine_one(&xq[q, 0], xp, d, ip, &rows[q, 0] if n else NULL, &keys[q, 0] if n else NULL,
+                            n, k, &D[q, 0], &I[q, 0])
+    else:
+        for q in prange(nq, nogil=True, schedule="static", num_threads=n_threads):
+            _refine_one(&xq[q, 0], xp, d, ip, &rows[q, 0] if n else NULL, &keys[q, 0] if n else NULL,
+                        n, k, &D[q, 0], &I[q, 0])

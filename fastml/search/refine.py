@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastml.errors import InputError, InvalidModelError
-from ._common import METRIC_INNER_PRODUCT, METRIC_L2, check_array, check_positive_int, pad_results
+from ._common import METRIC_INNER_PRODUCT, check_array, check_positive_int, kernels, pad_results
 from .flat import IndexFlat
 from .index import Index
 
@@ -57,22 +57,15 @@ class IndexRefineFlat(Index):
         ok = Ib >= 0
         if ok.any():
             rows[ok] = self._rows_of(Ib[ok])
-        xb = self.refine.xb
-        cand = xb[np.maximum(rows, 0)]                                     # (nq, kb, d)
-        if self.metric_type == METRIC_L2:
-            dist = ((cand - xq[:, None, :]) ** 2).sum(-1, dtype=np.float32)
-        else:
-            dist = -np.einsum("qkd,qd->qk", cand, xq)
-        dist = np.where(ok, dist, np.inf).astype(np.float32)
-        # ties: smaller id first, like the heaps
-        order = np.lexsort((np.where(ok, Ib, np.iinfo(np.int64).max), dist), axis=-1)[:, :k]
-        D = np.take_along_axis(dist, order, 1)
-        I = np.where(np.isfinite(D), np.take_along_axis(Ib, order, 1), -1)
-        if D.shape[1] < k:
-            D = np.pad(D, ((0, 0), (0, k - D.shape[1])), constant_values=np.inf)
-            I = np.pad(I, ((0, 0), (0, k - I.shape[1])), constant_values=-1)
-        D = np.ascontiguousarray(D, np.float32)
-        I = np.ascontiguousarray(I, np.int64)
+            if rows.max() >= self.refine.xb.shape[0]:  # the kernel reads these rows unchecked
+                raise InvalidModelError(f"refine: the base index returned id {int(Ib[rows == rows.max()][0])}, "
+                                        f"beyond the {self.refine.xb.shape[0]} stored vectors")
+        D = np.empty((xq.shape[0], k), np.float32)
+        I = np.empty((xq.shape[0], k), np.int64)
+        # compiled re-rank: exact distances to the scattered candidate rows, a k-heap per
+        # query (ties: smaller id first), threads over queries
+        kernels().refine_search(xq, self.refine.xb, rows, np.ascontiguousarray(Ib, np.int64),
+                                self.metric_type == METRIC_INNER_PRODUCT, D, I, nt)
         pad_results(D, I, self.metric_type)
         return D, I
 

@@ -250,25 +250,46 @@ static void fm_centroid_sums(const float *X, ptrdiff_t n, ptrdiff_t d, const int
 
 /* ------------------------------------------------------------- flat lists */
 
+/* Exact distance of q to x in the minimizing sense: squared L2, or -q.x (ip). */
+static inline float fm_dist_flat(const float *q, const float *x, ptrdiff_t d, int ip)
+{
+    fm_v16f acc = {0};
+    ptrdiff_t t = 0;
+    for (; t + 16 <= d; t += 16) {
+        fm_v16f a = fm_ld16(x + t), b = fm_ld16(q + t);
+        if (ip) acc -= a * b;
+        else { fm_v16f df = a - b; acc += df * df; }
+    }
+    float s = fm_hsum16(acc);
+    for (; t < d; t++) {
+        if (ip) s -= x[t] * q[t];
+        else { float df = x[t] - q[t]; s += df * df; }
+    }
+    return s;
+}
+
 /* Exact distances of one query to n contiguous vectors (IVF-Flat lists). */
 static void fm_scan_flat(const float *q, const float *X, ptrdiff_t n, ptrdiff_t d, int ip,
                          const int64_t *ids, ptrdiff_t k, float *hd, int64_t *hi)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
-        const float *x = X + i * d;
-        fm_v16f acc = {0};
-        ptrdiff_t t = 0;
-        for (; t + 16 <= d; t += 16) {
-            fm_v16f a = fm_ld16(x + t), b = fm_ld16(q + t);
-            if (ip) acc -= a * b;
-            else { fm_v16f df = a - b; acc += df * df; }
-        }
-        float s = fm_hsum16(acc);
-        for (; t < d; t++) {
-            if (ip) s -= x[t] * q[t];
-            else { float df = x[t] - q[t]; s += df * df; }
-        }
+        float s = fm_dist_flat(q, X + i * d, d, ip);
         if (s <= hd[0]) fm_heap_push(hd, hi, k, s, ids[i]);
+    }
+}
+
+/* Exact re-ranking (IndexRefineFlat): distances of one query to the scattered rows
+ * X[rows[i]] (rows[i] < 0: no candidate), pushed under the id keys[i]. The next
+ * candidate's row is prefetched while this one is summed: rows are random. */
+static void fm_scan_rows(const float *q, const float *X, ptrdiff_t d, int ip, const int64_t *rows,
+                         const int64_t *keys, ptrdiff_t n, ptrdiff_t k, float *hd, int64_t *hi)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (i + 1 < n && rows[i + 1] >= 0)
+            for (ptrdiff_t t = 0; t < d; t += 16) __builtin_prefetch(X + rows[i + 1] * d + t);
+        if (rows[i] < 0) continue;
+        float s = fm_dist_flat(q, X + rows[i] * d, d, ip);
+        if (s <= hd[0]) fm_heap_push(hd, hi, k, s, keys[i]);
     }
 }
 
