@@ -84,12 +84,12 @@ def plot(points, sweeps, out: str, *, small: bool = False) -> None:
 
 
 def _quantize(path: str) -> None:
-    """Cut a PNG to a 64-colour palette (about a third of the bytes) when Pillow is present."""
+    """Cut a PNG to a 128-colour palette (about a third of the bytes) when Pillow is present."""
     try:
         from PIL import Image
     except ImportError:
         return
-    Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)
+    Image.open(path).convert("RGB").quantize(128).save(path, optimize=True)
 
 
 def main(argv=None) -> None:
