@@ -10,7 +10,7 @@ isotropic 128-d Gaussian, which no quantizer can rank (PQ16 recall@10 ~0.09,
 IVF1024 recall 0.35 at nprobe 256); with well-separated clusters (e.g. 5,000
 centers, std 1) IVF reaches recall 1.0 at nprobe 1, which measures nothing.
 Here PQ16 reaches recall@10 ~0.42 and an exact IVF1024 scan needs nprobe
-~8-16 for recall 0.9, the regime of real embeddings (SIFT1M, IVF1024: nprobe 16).
+~8-16 for recall 0.9: clustered but overlapping, as real embeddings are.
 
 Groups (batch 1,000 queries and batch 1; 2 threads where a library threads):
 
