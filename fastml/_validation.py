@@ -63,6 +63,9 @@ def check_input(X, n_features: int, owner: str, *, max_rows: int | None = None) 
 
 def nonfinite_error(X: np.ndarray, owner: str) -> InputError | None:
     """The error scikit-learn raises for NaN/inf in X, or None when X is finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(X, axis=None)):  # one pass, no temporaries: any NaN or
+            return None                               # inf makes the sum NaN or inf
     if np.isnan(X).any():
         return InputError(f"{owner}: Input X contains NaN.")
     if np.isinf(X).any():
