@@ -196,7 +196,7 @@ class Predictor:
             timings: Dict[str, Dict[int, float]] = {b: {} for b in names}
             for n in AUTO_SIZES:
                 X = rng.standard_normal((n, self.n_features_in_)).astype(np.float32)
-                reps = max(5, min(200, 20000 // n))
+                reps = max(15, min(200, 20000 // n))
                 for name in names:
                     timings[name][n] = _median_seconds(getattr(self._backends[name], method), X, reps)
             winners = [min(names, key=lambda b: timings[b][n]) for n in AUTO_SIZES]
