@@ -103,6 +103,16 @@ class Normalizer:
         return self
 
 
+def linear_methods(is_classifier: bool, proba: str) -> frozenset:
+    """The scikit-learn methods of a linear model (shared with its int8 form)."""
+    m = {"predict"}
+    if is_classifier:
+        m.add("decision_function")
+        if proba != "none":
+            m.add("predict_proba")
+    return frozenset(m)
+
+
 @dataclass(frozen=True)
 class Linear:
     """A linear classifier or regressor (see the module docstring)."""
@@ -125,12 +135,7 @@ class Linear:
 
     def methods(self) -> frozenset:
         """The scikit-learn methods this model has."""
-        m = {"predict"}
-        if self.is_classifier:
-            m.add("decision_function")
-            if self.proba != "none":
-                m.add("predict_proba")
-        return frozenset(m)
+        return linear_methods(self.is_classifier, self.proba)
 
     def validate(self) -> "Linear":
         coef = _array("coef", self.coef, 2, self.name)
@@ -174,8 +179,37 @@ SVM_KINDS = ("classifier", "regressor", "one_class")
 SVM_SHAPES = ("ovr", "ovo")
 
 
+class SVMShape:
+    """What a kernel SVM's kind, classes and Platt / offset fields imply (shared by
+    :class:`KernelSVM` and its int8 form ``fastml.ir_qsvm.QKernelSVM``)."""
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.kind == "classifier"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes) if self.classes is not None else 0
+
+    @property
+    def n_pairs(self) -> int:
+        k = self.n_classes
+        return k * (k - 1) // 2 if self.is_classifier else 1
+
+    def methods(self) -> frozenset:
+        if self.kind == "regressor":
+            return frozenset({"predict"})
+        if self.kind == "one_class":
+            known = self.offset is not None
+            return frozenset({"predict", "decision_function"} | ({"score_samples"} if known else set()))
+        m = {"predict", "decision_function"}
+        if self.prob_a is not None:
+            m.add("predict_proba")
+        return frozenset(m)
+
+
 @dataclass(frozen=True)
-class KernelSVM:
+class KernelSVM(SVMShape):
     """A kernel SVM exactly as libsvm (scikit-learn's SVC, NuSVC, SVR, NuSVR,
     OneClassSVM) evaluates it.
 
@@ -225,30 +259,6 @@ class KernelSVM:
     @property
     def n_sv(self) -> int:
         return int(np.shape(self.support_vectors)[0])
-
-    @property
-    def is_classifier(self) -> bool:
-        return self.kind == "classifier"
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes) if self.classes is not None else 0
-
-    @property
-    def n_pairs(self) -> int:
-        k = self.n_classes
-        return k * (k - 1) // 2 if self.is_classifier else 1
-
-    def methods(self) -> frozenset:
-        if self.kind == "regressor":
-            return frozenset({"predict"})
-        if self.kind == "one_class":
-            known = self.offset is not None
-            return frozenset({"predict", "decision_function"} | ({"score_samples"} if known else set()))
-        m = {"predict", "decision_function"}
-        if self.prob_a is not None:
-            m.add("predict_proba")
-        return frozenset(m)
 
     def validate(self) -> "KernelSVM":  # noqa: C901 - one check per rule, in order
         n = self.name

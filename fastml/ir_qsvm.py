@@ -23,7 +23,7 @@ from .ir_quant import MAX_INPUTS, _int8_matrix, _scales
 
 
 @dataclass(frozen=True)
-class QKernelSVM:
+class QKernelSVM(ir.SVMShape):
     """A :class:`fastml.ir.KernelSVM` with int8 support vectors. Fields other than
     ``sv_q`` / ``sv_scale`` / ``sv_norm2`` mean what they mean there."""
 
@@ -53,22 +53,6 @@ class QKernelSVM:
     @property
     def n_sv(self) -> int:
         return int(np.shape(self.sv_q)[0])
-
-    @property
-    def is_classifier(self) -> bool:
-        return self.kind == "classifier"
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes) if self.classes is not None else 0
-
-    @property
-    def n_pairs(self) -> int:
-        k = self.n_classes
-        return k * (k - 1) // 2 if self.is_classifier else 1
-
-    def methods(self) -> frozenset:
-        return self.dequantized().methods()
 
     def dequantized(self) -> ir.KernelSVM:
         """The float model with support vectors ``sv_scale * sv_q``."""

@@ -81,7 +81,7 @@ class QLinear:
         return int(self.coef_q.shape[0])
 
     def methods(self) -> frozenset:
-        return self.dequantized().methods()
+        return ir.linear_methods(self.is_classifier, self.proba)
 
     def dequantized(self) -> ir.Linear:
         """The float model with coefficients ``coef_scale * coef_q``."""

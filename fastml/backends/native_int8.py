@@ -39,12 +39,13 @@ class QuantizedHead:
 
     def _head_init(self, est) -> None:
         self._est = est
+        self._methods = est.methods()
         self._classes = est.classes
         self._linear = isinstance(est, ir_quant.QLinear)
         self._binary = est.is_classifier and est.n_targets == 1 and not getattr(est, "multilabel", False)
 
     def _need(self, method: str) -> None:
-        if method not in self._est.methods():
+        if method not in self._methods:
             what = " is a regressor and" if not self._est.is_classifier else ""
             raise MethodUnavailableError(f"{self._est.name}{what} has no {method}")
 
