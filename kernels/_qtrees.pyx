@@ -16,20 +16,9 @@ from libc.stdint cimport int32_t, int64_t, uint32_t
 
 cnp.import_array()
 
+from _trees_decl cimport FM_G, FM_GT, FM_LOCKSTEP_MAX, fm_forest, fm_forest_scan
+
 cdef extern from "fm_qtrees.h" nogil:
-    ctypedef struct fm_forest:
-        const void *nodes
-        const int32_t *root
-        const int32_t *depth
-        const int32_t *gdepth
-        const int32_t *target
-        const double *value
-        const double *base
-        const int64_t *cat_off
-        const int32_t *cat_nw
-        const uint32_t *cat_bits
-        Py_ssize_t n_trees, W, T, n_nodes
-        int average, cat_exact, max_depth
     ctypedef struct fm_qnode:
         pass
     ctypedef struct fm_qforest:
@@ -43,11 +32,7 @@ cdef extern from "fm_qtrees.h" nogil:
         int cmp64
     int fm_qforest_rows(const fm_qforest *q, int xf32, const void *X, Py_ssize_t rs, Py_ssize_t i0,
                         Py_ssize_t i1, double *out, Py_ssize_t ld, int32_t *leaves, int post, double *pout)
-    int fm_forest_scan(int domain, const void *X, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t F)
-    int FM_G
-    int FM_GT
     int FM_QBLOCK
-    int FM_LOCKSTEP_MAX
     unsigned FM_QNAN
 
 cdef enum:

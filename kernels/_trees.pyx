@@ -16,27 +16,12 @@ from libc.stdint cimport int32_t, int64_t, uint32_t
 
 cnp.import_array()
 
+from _trees_decl cimport FM_G, FM_GT, FM_LOCKSTEP_MAX, fm_forest, fm_forest_scan
+
 cdef extern from "fm_trees.h" nogil:
-    ctypedef struct fm_forest:
-        const void *nodes
-        const int32_t *root
-        const int32_t *depth
-        const int32_t *gdepth
-        const int32_t *target
-        const double *value
-        const double *base
-        const int64_t *cat_off
-        const int32_t *cat_nw
-        const uint32_t *cat_bits
-        Py_ssize_t n_trees, W, T, n_nodes
-        int average, cat_exact, max_depth
     void fm_forest_rows(const fm_forest *f, int domain, const void *X, Py_ssize_t rs,
                         Py_ssize_t i0, Py_ssize_t i1, double *out, Py_ssize_t ld, int32_t *leaves)
     void fm_forest_post(int kind, double *out, Py_ssize_t ld, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t T)
-    int fm_forest_scan(int domain, const void *X, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t F)
-    int FM_G
-    int FM_GT
-    int FM_LOCKSTEP_MAX
 
 cdef enum:
     BLOCK = 64           # rows per task (a block of X stays in cache while every tree walks it)
