@@ -16,26 +16,16 @@ terms (tests compare them with numpy).
 import numpy as np
 
 cimport numpy as cnp
+from _svm_decl cimport C_NEG, C_OVR, C_PROBA, C_RAW, C_TIES, C_VOTE, fm_svm_plan
 from libc.stdint cimport int8_t, int32_t
+from _layout cimport x_kind
 
 from fastml.kernels._int8 import pack_panels
+from fastml.kernels._svm import KERNELS
 
 cnp.import_array()
 
 cdef extern from "fm_qsvm.h" nogil:
-    ctypedef struct fm_svm_plan:
-        Py_ssize_t F, P, M, K, NP
-        int kernel, degree
-        double gamma, coef0, big, big_row
-        const double *sv
-        const double *sn
-        const double *coef
-        const double *b
-        const double *pa
-        const double *pb
-        const double *lin
-        const int32_t *seg
-        const int32_t *pair
     ctypedef struct fm_qsvm:
         fm_svm_plan fp
         Py_ssize_t kpad, P
@@ -50,12 +40,6 @@ cdef extern from "fm_qsvm.h" nogil:
     int FM_Q8_VNNI
 
 cdef enum:
-    C_RAW = 0
-    C_NEG = 1
-    C_OVR = 2
-    C_VOTE = 3
-    C_TIES = 4
-    C_PROBA = 5
     NR = 32
     # threads for calls of at least this many multiply-adds (a few tens of us on one core)
     # and at least MIN_PARALLEL_ROWS rows
@@ -65,20 +49,7 @@ cdef enum:
     MAX_INPUTS = 66000
 
 RAW, NEG, OVR, VOTE, TIES, PROBA = C_RAW, C_NEG, C_OVR, C_VOTE, C_TIES, C_PROBA
-KERNELS = {"linear": 0, "poly": 1, "rbf": 2, "sigmoid": 3}
 HAS_VNNI = bool(FM_Q8_VNNI)
-
-
-cdef int x_kind(cnp.ndarray X, Py_ssize_t F):
-    """1 float32, 0 float64 (2-D, F columns, unit column stride, at least one row), -1 other."""
-    cdef int t = cnp.PyArray_TYPE(X)
-    if cnp.PyArray_NDIM(X) != 2 or X.shape[1] != F or X.shape[0] == 0:
-        return -1
-    if t == cnp.NPY_FLOAT64 and X.strides[1] == 8 and X.strides[0] % 8 == 0:
-        return 0
-    if t == cnp.NPY_FLOAT32 and X.strides[1] == 4 and X.strides[0] % 4 == 0:
-        return 1
-    return -1
 
 
 cdef class QSVMKernel:

@@ -11,6 +11,7 @@ released, and runs small batches inline with no thread start-up.
 import numpy as np
 
 cimport numpy as cnp
+from _svm_decl cimport C_NEG, C_OVR, C_PROBA, C_RAW, C_TIES, C_VOTE, fm_svm_plan
 from _layout cimport x_kind
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t
@@ -19,30 +20,11 @@ from libc.stdlib cimport free, malloc
 cnp.import_array()
 
 cdef extern from "fm_svm.h" nogil:
-    ctypedef struct fm_svm_plan:
-        Py_ssize_t F, P, M, K, NP
-        int kernel, degree
-        double gamma, coef0, big, big_row
-        const double *sv
-        const double *sn
-        const double *coef
-        const double *b
-        const double *pa
-        const double *pb
-        const double *lin
-        const int32_t *seg
-        const int32_t *pair
     Py_ssize_t fm_svm_work_size(const fm_svm_plan *pl, Py_ssize_t n)
     int fm_svm_block(const fm_svm_plan *pl, const void *X, int f32, Py_ssize_t rs, Py_ssize_t i0,
                      Py_ssize_t i1, int kind, double *out, Py_ssize_t *idx, double *work)
 
 cdef enum:
-    C_RAW = 0
-    C_NEG = 1
-    C_OVR = 2
-    C_VOTE = 3
-    C_TIES = 4
-    C_PROBA = 5
     LANES = 16
     PARALLEL_MIN = 64    # fewer rows run inline on the calling thread
 
