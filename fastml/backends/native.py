@@ -191,8 +191,12 @@ class ForestNative(_Native):
     def __init__(self, model: ir.Model, *, n_threads: int, max_rows: int | None = None):
         super().__init__(model, n_threads=n_threads, max_rows=max_rows)
         est = ir.as_pipeline(model).estimator
+        self._setup(est, build_plan(est))
+
+    def _setup(self, est: ir.TreeEnsemble, plan) -> None:
+        """What every tree runner derives from the ensemble and its compiled plan."""
         self._est = est
-        self._plan = build_plan(est)
+        self._plan = plan
         self._k = self._plan.kernel
         self._T = est.n_targets
         self._methods = est.methods()

@@ -16,9 +16,9 @@ import numpy as np
 
 from .. import ir
 from ..ir_qtrees import QTrees
-from ..kernels import _qtrees, _trees
+from ..kernels import _qtrees
 from ._tree_plan import _bfs_order
-from .native import _POSTS, RUNNERS, ForestNative, _Native
+from .native import RUNNERS, ForestNative, _Native
 
 MISS_LEFT = np.uint32(0x80000000)
 LEAF_K = 0xFFFF
@@ -64,24 +64,12 @@ class QTreesNative(ForestNative):
         _Native.__init__(self, model, n_threads=n_threads, max_rows=max_rows)
         q = ir.as_pipeline(model).estimator
         est = q.ensemble
-        self._est = est
-        self._plan = build_qplan(q)
-        self._k = self._plan.kernel
-        self._T = est.n_targets
-        self._methods = est.methods()
-        self._classes = est.classes
-        self._scan = not (est.allow_nan and est.allow_inf)
-        self._proba = None
-        if "predict_proba" in self._methods:
-            self._proba = ((2, 1, _trees.POST_LOGISTIC2) if est.post == "logistic" and self._T == 1
-                           else (self._T, 0, _POSTS[est.post]))
-        self._cmp_dtype = np.dtype(np.float32) if est.compare == "float32" else None
+        self._setup(est, build_qplan(q))
         n_cuts = q.n_cuts()
-        self.info = {"kernel": f"quantized trees: {est.n_trees} trees, {est.n_nodes} nodes, max depth "
+        self.info["kernel"] = (f"quantized trees: {est.n_trees} trees, {est.n_nodes} nodes, max depth "
                                f"{self._plan.max_depth}; rows binned to uint16 threshold indexes "
                                f"({int(n_cuts.sum())} cuts, at most {int(n_cuts.max(initial=0))} per "
-                               f"feature), 8-byte node records",
-                     "compare": est.compare, "n_threads": self._nt}
+                               f"feature), 8-byte node records")
 
 
 RUNNERS[QTrees] = QTreesNative
