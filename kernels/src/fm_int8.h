@@ -400,28 +400,38 @@ static int fm_q8_block(const fm_q8_call *c, ptrdiff_t i0, ptrdiff_t n, char *buf
     return 0;
 }
 
-/* Every row of X: 0, 1 (NaN/inf in X) or -1 (out of memory). */
-static int fm_q8_run(const fm_q8 *m, const void *X, int x32, ptrdiff_t rs, ptrdiff_t n, int kind,
-                     double *out, ptrdiff_t *idx, int n_threads, ptrdiff_t min_parallel)
+/* Rows [0, n) in blocks: an even share of the rows per thread at most, rounded to whole
+ * tiles (no idle thread), blocks of at most max_blk rows. */
+static inline ptrdiff_t fm_q8_block_rows(ptrdiff_t n, ptrdiff_t max_blk, int par, int n_threads)
 {
-    fm_q8_call c = {m, X, x32, rs, kind, out, idx};
-    ptrdiff_t blk = FM_Q8_BLOCK;
-    int par = n_threads > 1 && n >= min_parallel;
-    if (par) {  /* no idle thread: blocks no larger than an even share */
+    ptrdiff_t blk = max_blk;
+    if (par) {
         ptrdiff_t per = (n + n_threads - 1) / n_threads;
         per = (per + FM_Q8_MR - 1) / FM_Q8_MR * FM_Q8_MR;
         blk = per < blk ? per : blk;
     }
+    return blk;
+}
+
+typedef int (*fm_q8_block_fn)(const void *call, ptrdiff_t i0, ptrdiff_t n, char *buf);
+
+/* Run block(call, i0, rows, buf) over rows [0, n) in blocks of blk rows, each with `need`
+ * bytes of 64-byte-aligned scratch: inline (scratch on the stack when it fits), or over
+ * n_threads OpenMP threads (one scratch per thread) when par. 0, the blocks' non-zero
+ * status, or -1 when out of memory. Shared by the int8 dense and SVM kernels. */
+static int fm_q8_run_blocks(fm_q8_block_fn block, const void *call, ptrdiff_t n, ptrdiff_t blk,
+                            size_t need, int par, int n_threads)
+{
     const ptrdiff_t nb = (n + blk - 1) / blk;
-    const size_t need = fm_q8_scratch_bytes(m, n < blk ? n : blk);
+    need = (need + 63) & ~(size_t)63;
     if (!par || nb < 2) {
         _Alignas(64) char stack[16384];
-        char *buf = need <= sizeof stack ? stack : (char *)aligned_alloc(64, (need + 63) & ~(size_t)63);
+        char *buf = need <= sizeof stack ? stack : (char *)aligned_alloc(64, need);
         if (buf == NULL) return -1;
         int bad = 0;
         for (ptrdiff_t b = 0; b < nb && !bad; b++) {
             ptrdiff_t i0 = b * blk;
-            bad = fm_q8_block(&c, i0, (i0 + blk < n ? i0 + blk : n) - i0, buf);
+            bad = block(call, i0, (i0 + blk < n ? i0 + blk : n) - i0, buf);
         }
         if (buf != stack) free(buf);
         return bad;
@@ -429,17 +439,33 @@ static int fm_q8_run(const fm_q8 *m, const void *X, int x32, ptrdiff_t rs, ptrdi
     int bad = 0, oom = 0;
     #pragma omp parallel num_threads(n_threads) reduction(|:bad) reduction(|:oom)
     {
-        char *buf = (char *)aligned_alloc(64, (need + 63) & ~(size_t)63);
+        char *buf = (char *)aligned_alloc(64, need);
         oom |= buf == NULL;
         #pragma omp for schedule(dynamic)
         for (ptrdiff_t b = 0; b < nb; b++) {
             if (buf == NULL || bad) continue;
             ptrdiff_t i0 = b * blk;
-            bad |= fm_q8_block(&c, i0, (i0 + blk < n ? i0 + blk : n) - i0, buf);
+            bad |= block(call, i0, (i0 + blk < n ? i0 + blk : n) - i0, buf);
         }
         free(buf);
     }
     return oom ? -1 : bad;
+}
+
+static int fm_q8_block_any(const void *c, ptrdiff_t i0, ptrdiff_t n, char *buf)
+{
+    return fm_q8_block((const fm_q8_call *)c, i0, n, buf);
+}
+
+/* Every row of X: 0, 1 (NaN/inf in X) or -1 (out of memory). */
+static inline int fm_q8_run(const fm_q8 *m, const void *X, int x32, ptrdiff_t rs, ptrdiff_t n, int kind,
+                     double *out, ptrdiff_t *idx, int n_threads, ptrdiff_t min_parallel)
+{
+    fm_q8_call c = {m, X, x32, rs, kind, out, idx};
+    int par = n_threads > 1 && n >= min_parallel;
+    ptrdiff_t blk = fm_q8_block_rows(n, FM_Q8_BLOCK, par, n_threads);
+    return fm_q8_run_blocks(fm_q8_block_any, &c, n, blk, fm_q8_scratch_bytes(m, n < blk ? n : blk), par,
+                            n_threads);
 }
 
 #endif

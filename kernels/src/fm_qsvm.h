@@ -272,51 +272,24 @@ static int fm_qsvm_block(const fm_qsvm_call *c, ptrdiff_t i0, ptrdiff_t n, char 
     return 0;
 }
 
+static int fm_qsvm_block_any(const void *c, ptrdiff_t i0, ptrdiff_t n, char *buf)
+{
+    return fm_qsvm_block((const fm_qsvm_call *)c, i0, n, buf);
+}
+
 /* Every row of X: 0, 1 (NaN/inf in X) or -1 (out of memory). */
 static int fm_qsvm_run(const fm_qsvm *m, const void *X, int x32, ptrdiff_t rs, ptrdiff_t n, int kind,
                        double *out, ptrdiff_t *idx, int32_t *dots, int n_threads, ptrdiff_t min_parallel)
 {
     fm_qsvm_call c = {m, X, x32, rs, kind, out, idx, dots};
-    ptrdiff_t blk = FM_QSVM_BLOCK;
     int par = n_threads > 1 && n >= min_parallel;
-    if (par) {  /* no idle thread: blocks no larger than an even share */
-        ptrdiff_t per = (n + n_threads - 1) / n_threads;
-        per = (per + FM_Q8_MR - 1) / FM_Q8_MR * FM_Q8_MR;
-        blk = per < blk ? per : blk;
-    }
-    const ptrdiff_t nb = (n + blk - 1) / blk;
+    ptrdiff_t blk = fm_q8_block_rows(n, FM_QSVM_BLOCK, par, n_threads);
     size_t need = fm_qsvm_scratch_bytes(m, n < blk ? n : blk);
     if (m->fp.lin) {
         size_t lin = sizeof(double) * (size_t)fm_svm_work_size(&m->fp, n < blk ? n : blk);
         need = lin > need ? lin : need;
     }
-    need = (need + 63) & ~(size_t)63;
-    if (!par || nb < 2) {
-        _Alignas(64) char stack[16384];
-        char *buf = need <= sizeof stack ? stack : (char *)aligned_alloc(64, need);
-        if (buf == NULL) return -1;
-        int bad = 0;
-        for (ptrdiff_t b = 0; b < nb && !bad; b++) {
-            ptrdiff_t i0 = b * blk;
-            bad = fm_qsvm_block(&c, i0, (i0 + blk < n ? i0 + blk : n) - i0, buf);
-        }
-        if (buf != stack) free(buf);
-        return bad;
-    }
-    int bad = 0, oom = 0;
-    #pragma omp parallel num_threads(n_threads) reduction(|:bad) reduction(|:oom)
-    {
-        char *buf = (char *)aligned_alloc(64, need);
-        oom |= buf == NULL;
-        #pragma omp for schedule(dynamic)
-        for (ptrdiff_t b = 0; b < nb; b++) {
-            if (buf == NULL || bad) continue;
-            ptrdiff_t i0 = b * blk;
-            bad |= fm_qsvm_block(&c, i0, (i0 + blk < n ? i0 + blk : n) - i0, buf);
-        }
-        free(buf);
-    }
-    return oom ? -1 : bad;
+    return fm_q8_run_blocks(fm_qsvm_block_any, &c, n, blk, need, par, n_threads);
 }
 
 #endif
