@@ -30,10 +30,10 @@ cdef extern from "fm_activations.h" nogil:
     void fm_swish_f64(const double *x, double *out, Py_ssize_t n)
     void fm_leaky_relu_f64(const double *x, double *out, Py_ssize_t n, double alpha)
     void fm_elu_f64(const double *x, double *out, Py_ssize_t n, double alpha)
-    void fm_softmax_rows_f32(const float *x, float *out, Py_ssize_t rows, Py_ssize_t cols)
-    void fm_log_softmax_rows_f32(const float *x, float *out, Py_ssize_t rows, Py_ssize_t cols)
-    void fm_softmax_rows_f64(const double *x, double *out, Py_ssize_t rows, Py_ssize_t cols)
-    void fm_log_softmax_rows_f64(const double *x, double *out, Py_ssize_t rows, Py_ssize_t cols)
+    void fm_softmax_rows_f32(const float *x, float *out, Py_ssize_t rows, Py_ssize_t cols, int stream)
+    void fm_log_softmax_rows_f32(const float *x, float *out, Py_ssize_t rows, Py_ssize_t cols, int stream)
+    void fm_softmax_rows_f64(const double *x, double *out, Py_ssize_t rows, Py_ssize_t cols, int stream)
+    void fm_log_softmax_rows_f64(const double *x, double *out, Py_ssize_t rows, Py_ssize_t cols, int stream)
     Py_ssize_t fm_softmax_block_rows_f32(Py_ssize_t cols)
     Py_ssize_t fm_softmax_block_rows_f64(Py_ssize_t cols)
 
@@ -41,6 +41,9 @@ cdef enum:
     PARALLEL_MIN = 65536    # fewer elements run inline on the calling thread
     THREAD_MIN = 32768      # at least this many elements per thread
     ALIGN = 16              # elementwise ranges start on 64-byte boundaries
+    # softmax outputs of at least this many bytes (half this machine kind's
+    # 32 MiB L3) are written past the cache (non-temporal stores)
+    STREAM_BYTES = 16 * 1024 * 1024
 
 # Elementwise operations by name, for fastml.kernels.
 cdef enum Op:
@@ -136,30 +139,31 @@ def softmax_rows(cnp.ndarray x, cnp.ndarray out, Py_ssize_t rows, Py_ssize_t col
     cdef Py_ssize_t per, c, r0, nr
     cdef char *xp = <char *>cnp.PyArray_DATA(x)
     cdef char *op_ = <char *>cnp.PyArray_DATA(out)
+    cdef bint stream = cnp.PyArray_NBYTES(out) >= STREAM_BYTES
     if nt > units:
         nt = <int>max(units, 1)
     per = (units + nt - 1) // nt * block      # rows per thread, a multiple of block
     with nogil:
         if nt == 1:
-            _softmax_range(xp, op_, 0, rows, cols, log, f32)
+            _softmax_range(xp, op_, 0, rows, cols, log, f32, stream)
         else:
             for c in prange(nt, schedule="static", num_threads=nt):
                 r0 = c * per
                 nr = min(per, rows - r0)
                 if nr > 0:
-                    _softmax_range(xp, op_, r0, nr, cols, log, f32)
+                    _softmax_range(xp, op_, r0, nr, cols, log, f32, stream)
 
 
 cdef void _softmax_range(char *xp, char *op_, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t cols,
-                         bint log, bint f32) noexcept nogil:
+                         bint log, bint f32, bint stream) noexcept nogil:
     cdef Py_ssize_t off = r0 * cols
     if f32:
         if log:
-            fm_log_softmax_rows_f32(<const float *>xp + off, <float *>op_ + off, nr, cols)
+            fm_log_softmax_rows_f32(<const float *>xp + off, <float *>op_ + off, nr, cols, stream)
         else:
-            fm_softmax_rows_f32(<const float *>xp + off, <float *>op_ + off, nr, cols)
+            fm_softmax_rows_f32(<const float *>xp + off, <float *>op_ + off, nr, cols, stream)
     else:
         if log:
-            fm_log_softmax_rows_f64(<const double *>xp + off, <double *>op_ + off, nr, cols)
+            fm_log_softmax_rows_f64(<const double *>xp + off, <double *>op_ + off, nr, cols, stream)
         else:
-            fm_softmax_rows_f64(<const double *>xp + off, <double *>op_ + off, nr, cols)
+            fm_softmax_rows_f64(<const double *>xp + off, <double *>op_ + off, nr, cols, stream)

@@ -257,6 +257,26 @@ def test_softmax_nan_and_inf_rows():
     assert np.isnan(lp[:3]).all() and lp[3, 0] == -np.inf
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("cols", [40, 1000])
+def test_softmax_large_output_same_bits_as_small_calls(cols, dtype):
+    """Outputs of 16 MiB or more are written with non-temporal stores; they
+    must hold the bits that calls on slices (cached stores) give, on 1 and 2
+    threads and into an output that starts off a 64-byte boundary."""
+    rows = (17 << 20) // (cols * np.dtype(dtype).itemsize) + 3
+    x = (np.random.default_rng(2).standard_normal((rows, cols)) * 4).astype(dtype)
+    x[5] = np.linspace(-85, 60, cols)                         # the block-range edges
+    ref = np.concatenate([K.softmax(x[i:i + 1000], n_threads=1) for i in range(0, rows, 1000)])
+    buf = np.empty(x.size + 8, dtype)
+    for n_threads in (1, 2):
+        for off in (0, 1):
+            out = buf[off:off + x.size].reshape(x.shape)
+            out.fill(np.nan)
+            K.softmax(x, out=out, n_threads=n_threads)
+            assert np.array_equal(out, ref), (n_threads, off)
+    check_softmax(ref[:50], x[:50], -1, False)
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, -2, -3])
 def test_softmax_axes(axis):
     x = np.random.default_rng(1).standard_normal((4, 5, 6)) * 3

@@ -17,15 +17,20 @@
  * Softmax loop order: blocks of rows of at most FM_BLOCK_BYTES, so that a
  * block stays in L1 and memory sees one read and one write per element:
  * an exp pass over the whole block, per-row sums, a scaling pass (details at
- * fm__softmax_block).  Exp dominates, as for sigmoid: ~11 vector operations
- * per 16 floats.  Rows of <= 32 columns are too short for vectors along the
+ * fm__softmax_block).  Exp dominates: for float, fm_vexpin_f32 (a 32-entry
+ * table, six FMA-class operations per 16 floats; on this machine kind the
+ * FMA pipes bound softmax at ~0.3 ns per element).  Rows of more than 32
+ * columns are scaled with stores aligned to 64 bytes, and past the cache
+ * when the caller says the output is too large to stay in it.  Rows of <= 32 columns are too short for vectors along the
  * row; they use GNU C vector extensions (16 rows at a time, see
  * fm__normalize_rows), which GCC lowers to whatever SIMD the target has.
  *
  * Accuracy, measured against correctly rounded references: exp <= 2 ulp
  * (float, fm_expneg_fast / fm_expin) or 1 ulp; sigmoid <= 3.5 ulp (float) /
  * 2.5 ulp (double); tanh 2.5; softplus 1.5-3; swish 4.5; elu, expm1 1;
- * softmax a few ulp (row sums to about one ulp, see fm_rowsum_f32).
+ * softmax a few ulp (row sums to about one ulp, see fm_rowsum_f32), plus,
+ * for float rows in the fast range, 1.3e-8 |x - mean| relative from
+ * fm_vexpin_f32's rounded 1/ln2 (a fifth of what rounding x - max costs).
  * Semantics: NaN in -> NaN out (softmax: a NaN anywhere in a row makes the
  * row NaN; so do +inf and a row of only -inf, as in scipy.special.softmax);
  * results below the smallest normal number may flush to zero.
@@ -401,6 +406,113 @@ static inline double fm_rowsum_f64(const double *e, ptrdiff_t n, int padded)
     return tot + comp;
 }
 
+/* exp(x (1 + d)) of 16 floats in [-87, 88], d = -1.3e-8 (softmax's flat
+ * pass; no range handling, like fm_expin_f32).  2^(y / 32) with y = x K and K
+ * = 32 / ln2 rounded to float (relative error d): y = 32 e + j + u, |u| <=
+ * 1/2, so the result is 2^e 2^(j/32) p(u) with a table of 2^(j/32) and p of
+ * degree 2 (relative minimax for 2^(u/32), 5.4e-8).  u = x K - n is one FMA
+ * (the product is exact inside it), where a reduction by ln2 needs two.  The
+ * factor (1 + d) is the same for every element, so in a softmax it cancels up
+ * to d |x - mean|, below the d' |x - max| that rounding x - max costs (the
+ * 1-ulp d' = 6e-8); measured against exp(x): <= 1.5 ulp + |x| d.
+ * The table is two registers and the lookup one two-source permute
+ * (vpermt2ps), which reads only the low 5 bits of each index, i.e. j; the
+ * integer add that puts e into the exponent field also removes j's bits from
+ * it (FM_EXP32_TAB holds bits(2^(j/32)) - (127 << 23) - (j << 18)): the low
+ * 13 bits of t hold 32 (e + 127) + j (< 2^13 for e + 127 in [1, 254]), so
+ * t's bits << 18 are (e + 127) << 23 plus j << 18.  Six FMA-class operations
+ * against fm_expin_f32's nine: on this machine's FMA pipes that is the whole
+ * cost of a softmax. */
+typedef int32_t fm_v16i __attribute__((vector_size(64)));
+/* v < a ? v : a lane by lane (a NaN in v keeps a): x86's min/max rule, one
+ * instruction where GCC would emit a compare and a blend. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define FM_VMIN(v, a) ((__typeof__(v))_mm512_min_ps((__m512)(v), (__m512)(a)))
+#define FM_VMAX(v, a) ((__typeof__(v))_mm512_max_ps((__m512)(v), (__m512)(a)))
+#else
+#define FM_VMIN(v, a) ((__typeof__(v))(((fm_v16i)(v) & ((v) < (a))) | ((fm_v16i)(a) & ~((v) < (a)))))
+#define FM_VMAX(v, a) ((__typeof__(v))(((fm_v16i)(v) & ((v) > (a))) | ((fm_v16i)(a) & ~((v) > (a)))))
+#endif
+/* Stores that bypass the caches (non-temporal), for outputs too large to
+ * stay in them: a cached store first reads the line it writes (a third
+ * memory stream beside the input and the output).  o[j] = e[j] * s for j in
+ * [0, n), o 64-byte aligned, n a multiple of 64 bytes; the products are the
+ * same as a cached loop's.  A kernel that used them calls fm_stream_fence()
+ * before returning. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#if defined(__AVX512F__)
+#define FM_SIMD(op, ps) _mm512_##op##_##ps
+#define FM_SIMD_T(ps) __m512##ps
+#define FM_SIMD_BYTES 64
+#elif defined(__AVX__)
+#define FM_SIMD(op, ps) _mm256_##op##_##ps
+#define FM_SIMD_T(ps) __m256##ps
+#define FM_SIMD_BYTES 32
+#else
+#define FM_SIMD(op, ps) _mm_##op##_##ps
+#define FM_SIMD_T(ps) __m128##ps
+#define FM_SIMD_BYTES 16
+#endif
+/* ps: the intrinsics' suffix (ps / pd); d: the vector type's (__m512 / __m512d) */
+#define FM_SCALE_STREAM(T, sfx, ps, d)                                                   \
+    static inline void fm_scale_stream_##sfx(const T *e, T s, T *o, ptrdiff_t n)        \
+    {                                                                                    \
+        FM_SIMD_T(d) v = FM_SIMD(set1, ps)(s);                                           \
+        for (ptrdiff_t j = 0; j < n; j += FM_SIMD_BYTES / (ptrdiff_t)sizeof(T))          \
+            FM_SIMD(stream, ps)(o + j, FM_SIMD(mul, ps)(FM_SIMD(loadu, ps)(e + j), v));  \
+    }
+FM_SCALE_STREAM(float, f32, ps, )
+FM_SCALE_STREAM(double, f64, pd, d)
+#undef FM_SCALE_STREAM
+#undef FM_SIMD
+#undef FM_SIMD_T
+#undef FM_SIMD_BYTES
+static inline void fm_stream_fence(void) { _mm_sfence(); }
+#else   /* elsewhere: cached stores */
+static inline void fm_scale_stream_f32(const float *e, float s, float *o, ptrdiff_t n)
+{
+    for (ptrdiff_t j = 0; j < n; j++) o[j] = e[j] * s;
+}
+static inline void fm_scale_stream_f64(const double *e, double s, double *o, ptrdiff_t n)
+{
+    for (ptrdiff_t j = 0; j < n; j++) o[j] = e[j] * s;
+}
+static inline void fm_stream_fence(void) {}
+#endif
+
+#define FM_EXP32_TAB0 {0, -78457, -152893, -223217, -289342, -351174, -408621, -461584, \
+                       -509968, -553670, -592590, -626621, -655657, -679589, -698305, -711690}
+#define FM_EXP32_TAB1 {-719629, -722001, -718684, -709555, -694486, -673346, -646004, -612322, \
+                       -572163, -525384, -471841, -411385, -343865, -269126, -187011, -97357}
+
+static inline void fm_vexpin_f32(const float *x, float *out)
+{
+    typedef float v16 __attribute__((vector_size(64)));
+    const fm_v16i tab0 = FM_EXP32_TAB0, tab1 = FM_EXP32_TAB1;
+    const v16 shifter = (v16){0} + 12586976.0f;      /* 1.5 * 2^23 + 127 * 32 */
+    const float K = 46.1662407f;                      /* 32 / ln2 */
+    v16 xv = *(const fm_v16f *)x;
+    v16 t = xv * K + shifter;
+    v16 n = t - shifter;
+#if defined(__FMA__) || defined(__aarch64__)
+    v16 u = xv * K - n;                               /* one FMA: x K exact inside */
+#else   /* no FMA: u from x - n ln2/32 with a split constant (n * hi is exact) */
+    v16 u = ((xv - n * 0.02165985107421875f) - n * 9.98318226e-07f) * K;
+#endif
+    fm_v16i ti = (fm_v16i)t;
+#if defined(__clang__)
+    fm_v16i tb;
+    for (int l = 0; l < 16; l++) tb[l] = (ti[l] & 16) ? tab1[ti[l] & 15] : tab0[ti[l] & 15];
+#else
+    fm_v16i tb = __builtin_shuffle(tab0, tab1, ti);
+#endif
+    v16 s = (v16)(tb + (ti << 18));
+    v16 q = (u * 0.000234596196f + 0.0216611680f) * u;
+    *(fm_v16f *)out = s * q + s;
+}
+
 /* Lane permutations for butterflies over groups of 2, 4, 8, 16 lanes. */
 #define FM_XOR1 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14
 #define FM_XOR2 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13
@@ -414,7 +526,13 @@ static inline double fm_rowsum_f64(const double *e, ptrdiff_t n, int padded)
 #define FM_SUFFIX f32
 #define FM_FAST_LO (-80.0f)    /* block range for softmax without a shift */
 #define FM_FAST_HI 64.0f
+#if defined(__AVX512F__)         /* the flat exp pass uses fm_vexpin_f32 (one vpermt2ps) */
+#define FM_TABLE_EXP 1
+#else                              /* elsewhere GCC would emulate the 32-entry permute */
+#define FM_TABLE_EXP 0
+#endif
 #include "fm_activations.h"
+#undef FM_TABLE_EXP
 #undef FM_T
 #undef FM_I
 #undef FM_SUFFIX
@@ -425,7 +543,9 @@ static inline double fm_rowsum_f64(const double *e, ptrdiff_t n, int padded)
 #define FM_SUFFIX f64
 #define FM_FAST_LO (-700.0)
 #define FM_FAST_HI 600.0
+#define FM_TABLE_EXP 0
 #include "fm_activations.h"
+#undef FM_TABLE_EXP
 #undef FM_T
 #undef FM_I
 #undef FM_SUFFIX
@@ -631,7 +751,8 @@ static inline void FM_FN(fm__group_rows)(ptrdiff_t C, FM_VI *idx)
  * S: scratch of FM_BLOCK_BYTES + 16 values.  out is written once, after E
  * and D have been read where needed, so out may be D (in place). */
 static inline void FM_FN(fm__normalize_rows)(const FM_T *E, const FM_T *D, FM_T *out, FM_T *S,
-                                             ptrdiff_t nb, ptrdiff_t C, int log, const FM_VI *idx)
+                                             ptrdiff_t nb, ptrdiff_t C, int log, const FM_VI *idx,
+                                             int stream)
 {
     ptrdiff_t L = nb * C;
     ptrdiff_t r0 = 0;      /* rows [0, r0) are finished by the packed path */
@@ -696,9 +817,18 @@ static inline void FM_FN(fm__normalize_rows)(const FM_T *E, const FM_T *D, FM_T 
         if (log) {
             _Pragma("omp simd")
             for (ptrdiff_t j = 0; j < C; j++) o[j] = dr[j] - s;
-        } else {
+        } else {   /* stores from the first 64-byte boundary of o on: never split */
+            ptrdiff_t h = (uintptr_t)o % sizeof(FM_T) ? 0 : ((-(uintptr_t)o) & 63) / sizeof(FM_T);
+            h = h < C ? h : C;
+            for (ptrdiff_t j = 0; j < h; j++) o[j] = er[j] * s;
+            ptrdiff_t j0 = h;
+            if (stream && ((uintptr_t)(o + h) & 63) == 0) {   /* whole lines past the cache */
+                ptrdiff_t m = (C - h) / (64 / sizeof(FM_T)) * (64 / sizeof(FM_T));
+                FM_FN(fm_scale_stream)(er + h, s, o + h, m);
+                j0 = h + m;
+            }
             _Pragma("omp simd")
-            for (ptrdiff_t j = 0; j < C; j++) o[j] = er[j] * s;
+            for (ptrdiff_t j = j0; j < C; j++) o[j] = er[j] * s;
         }
     }
 }
@@ -719,10 +849,34 @@ static inline void FM_FN(fm__normalize_rows)(const FM_T *E, const FM_T *D, FM_T 
  * least `avail` readable elements from the block's start. */
 static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t nb, ptrdiff_t C,
                                             int log, ptrdiff_t avail, FM_T *E, FM_T *D, FM_T *S,
-                                            const FM_VI *idx)
+                                            const FM_VI *idx, int stream)
 {
     ptrdiff_t L = nb * C, L16 = L / FM_W * FM_W;
     FM_T lo = INFINITY, hi = -INFINITY;
+#if FM_TABLE_EXP
+    {   /* (FM_VMIN / FM_VMAX: v < a ? v : a, i.e. NaN in v keeps a) */
+        FM_V vlo = (FM_V){0} + lo, vhi = (FM_V){0} + hi;
+        for (ptrdiff_t k = 0; k < L16; k += FM_W) {
+            FM_V v = FM_LOAD(x + k);
+            vlo = FM_VMIN(v, vlo);
+            vhi = FM_VMAX(v, vhi);
+            fm_vexpin_f32(x + k, E + k);
+        }
+        if (L16 < L) {   /* the last partial vector, NaN-padded (no effect on the range) */
+            FM_T tail[FM_W] __attribute__((aligned(64)));
+            for (int l = 0; l < FM_W; l++) tail[l] = L16 + l < L ? x[L16 + l] : (FM_T)NAN;
+            FM_V v = FM_LOAD(tail);
+            vlo = FM_VMIN(v, vlo);
+            vhi = FM_VMAX(v, vhi);
+            fm_vexpin_f32(tail, E + L16);   /* E is padded */
+        }
+        for (int l = 0; l < FM_W; l++) {
+            lo = vlo[l] < lo ? vlo[l] : lo;
+            hi = vhi[l] > hi ? vhi[l] : hi;
+        }
+        (void)avail;
+    }
+#else
     FM_EXP_PASS(0, L16, L16)
     /* The last partial vector: one full vector when x has the room (a scalar
      * loop of exps would cost as much as a fifth of a 1000-column row). */
@@ -730,6 +884,7 @@ static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t 
         ptrdiff_t k1 = avail >= L16 + FM_W ? L16 + FM_W : L;
         FM_EXP_PASS(L16, k1, L)
     }
+#endif
     const FM_T *src = x;   /* log-softmax: out = src - log(sum) */
     if (!(lo >= FM_FAST_LO && hi <= FM_FAST_HI)) {   /* NaN is skipped by min/max */
         FM_FN(fm__shift_rows)(x, D, nb, C);
@@ -737,7 +892,7 @@ static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t 
         for (ptrdiff_t k = 0; k < L; k++) E[k] = FM_FN(fm_expneg_fast)(D[k]);
         src = D;
     }
-    FM_FN(fm__normalize_rows)(E, src, out, S, nb, C, log, idx);
+    FM_FN(fm__normalize_rows)(E, src, out, S, nb, C, log, idx, stream);
 }
 
 /* A row too long for a block: a range pass, an exp pass in block-sized
@@ -793,7 +948,7 @@ static inline ptrdiff_t FM_FN(fm_softmax_block_rows)(ptrdiff_t cols)
 }
 
 static inline void FM_FN(fm__softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t rows, ptrdiff_t cols,
-                                           int log)
+                                           int log, int stream)
 {
     enum { CAP = FM_BLOCK_BYTES / sizeof(FM_T) };
     if (rows <= 0 || cols <= 0) return;
@@ -817,19 +972,25 @@ static inline void FM_FN(fm__softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t r
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += nb) {
         ptrdiff_t n = rows - r0 < nb ? rows - r0 : nb;
         FM_FN(fm__softmax_block)(x + r0 * cols, out + r0 * cols, n, cols, log, (rows - r0) * cols,
-                                 E, D, S, idx);
+                                 E, D, S, idx, stream);
     }
+    if (stream) fm_stream_fence();
 }
 
-/* Softmax / log-softmax over the last axis of a C-ordered rows x cols array. */
-static inline void FM_FN(fm_softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t rows, ptrdiff_t cols)
+/* Softmax / log-softmax over the last axis of a C-ordered rows x cols array.
+ * stream: the output is too large to stay in cache (the caller's call, from
+ * the whole output's size): rows of more than 32 columns are then written
+ * with non-temporal stores (same values). */
+static inline void FM_FN(fm_softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t rows, ptrdiff_t cols,
+                                          int stream)
 {
-    FM_FN(fm__softmax_rows)(x, out, rows, cols, 0);
+    FM_FN(fm__softmax_rows)(x, out, rows, cols, 0, stream);
 }
 
-static inline void FM_FN(fm_log_softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t rows, ptrdiff_t cols)
+static inline void FM_FN(fm_log_softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t rows, ptrdiff_t cols,
+                                              int stream)
 {
-    FM_FN(fm__softmax_rows)(x, out, rows, cols, 1);
+    FM_FN(fm__softmax_rows)(x, out, rows, cols, 1, stream);
 }
 
 #undef FM_V
