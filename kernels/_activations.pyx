@@ -34,6 +34,8 @@ cdef extern from "fm_activations.h" nogil:
     void fm_log_softmax_rows_f32(const float *x, float *out, Py_ssize_t rows, Py_ssize_t cols, int stream)
     void fm_softmax_rows_f64(const double *x, double *out, Py_ssize_t rows, Py_ssize_t cols, int stream)
     void fm_log_softmax_rows_f64(const double *x, double *out, Py_ssize_t rows, Py_ssize_t cols, int stream)
+    int fm_all_finite_f32(const float *x, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t rs)
+    int fm_all_finite_f64(const double *x, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t rs)
     Py_ssize_t fm_softmax_block_rows_f32(Py_ssize_t cols)
     Py_ssize_t fm_softmax_block_rows_f64(Py_ssize_t cols)
 
@@ -167,3 +169,39 @@ cdef void _softmax_range(char *xp, char *op_, Py_ssize_t r0, Py_ssize_t nr, Py_s
             fm_log_softmax_rows_f64(<const double *>xp + off, <double *>op_ + off, nr, cols, stream)
         else:
             fm_softmax_rows_f64(<const double *>xp + off, <double *>op_ + off, nr, cols, stream)
+
+
+def all_finite(cnp.ndarray x):
+    """True when every element of x is finite; None when x's layout is not one this
+    scan takes (a float32 / float64 array of at most 2 dimensions whose last axis has
+    unit stride and whose rows are a whole number of elements apart: the caller then
+    falls back to numpy)."""
+    cdef int t = cnp.PyArray_TYPE(x)
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        return None
+    cdef Py_ssize_t item = 4 if t == cnp.NPY_FLOAT32 else 8
+    cdef int nd = cnp.PyArray_NDIM(x)
+    cdef Py_ssize_t rows, cols, rs
+    if nd == 1:
+        rows, cols, rs = 1, cnp.PyArray_DIM(x, 0), 0
+        if cols > 1 and cnp.PyArray_STRIDE(x, 0) != item:
+            return None
+    elif nd == 2:
+        rows, cols = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
+        if cols > 1 and cnp.PyArray_STRIDE(x, 1) != item:
+            return None
+        if cnp.PyArray_STRIDE(x, 0) % item:
+            return None
+        rs = cnp.PyArray_STRIDE(x, 0) // item
+    else:
+        return None
+    if rows == 0 or cols == 0:
+        return True
+    cdef char *p = <char *>cnp.PyArray_DATA(x)
+    cdef int ok
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            ok = fm_all_finite_f32(<const float *>p, rows, cols, rs)
+        else:
+            ok = fm_all_finite_f64(<const double *>p, rows, cols, rs)
+    return ok != 0

@@ -41,7 +41,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from .. import ir
-from .._validation import check_input, nonfinite_error
+from .._validation import all_finite, check_input, nonfinite_error
 from ..errors import (BackendUnavailableError, InputError, InvalidOptionError, MethodUnavailableError,
                       UnsupportedModelError)
 from . import register
@@ -78,9 +78,8 @@ def refusal(X: np.ndarray, owner: str, *, allow_nan: bool, allow_inf: bool) -> O
     """The error the source raises for NaN / inf in ``X`` given what it accepts, or None."""
     if not allow_nan and not allow_inf:
         return nonfinite_error(X, owner)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.add.reduce(X, axis=None)):  # the common case, in one pass
-            return None
+    if all_finite(X):  # the common case, in one pass
+        return None
     if not allow_nan and np.isnan(X).any():
         return nonfinite_error(X, owner)
     if not allow_inf and np.isinf(X).any():
