@@ -171,12 +171,12 @@ def _attr(node, name, kind, default=None):
                              f"expected {AttributeProto.AttributeType.Name(kind)}")
     if kind == AttributeProto.FLOATS:
         # stored as float32: widening to float64 is exact
-        v = np.asarray(list(a.floats), dtype=np.float32).astype(np.float64)
+        v = np.array(a.floats, dtype=np.float32).astype(np.float64)
         if not np.all(np.isfinite(v)):
             raise _invalid(node, f"attribute {name!r} contains NaN or infinity")
         return v
     if kind == AttributeProto.INTS:
-        return np.asarray(list(a.ints), dtype=np.int64)
+        return np.array(a.ints, dtype=np.int64)  # protobuf's containers convert in C
     try:
         if kind == AttributeProto.STRINGS:
             return [s.decode("utf-8") for s in a.strings]
@@ -843,9 +843,9 @@ def _h_constant(r, node, args):
     readers = {
         "value": lambda: _tensor(a.t, _where(node)),
         "value_float": lambda: np.asarray(a.f, dtype=np.float32),
-        "value_floats": lambda: np.asarray(list(a.floats), dtype=np.float32),
+        "value_floats": lambda: np.array(a.floats, dtype=np.float32),
         "value_int": lambda: np.asarray(a.i, dtype=np.int64),
-        "value_ints": lambda: np.asarray(list(a.ints), dtype=np.int64),
+        "value_ints": lambda: np.array(a.ints, dtype=np.int64),
     }
     if a.name not in readers:
         raise _unsupported(node, f"Constant with attribute {a.name!r} is not supported")

@@ -124,6 +124,8 @@ __all__ = ["register"]
 LEQ, LT, GTE, GT, EQ, NEQ, MEMBER, LEAF = 0, 1, 2, 3, 4, 5, 6, -1
 _MODE_NAMES = {"BRANCH_LEQ": LEQ, "BRANCH_LT": LT, "BRANCH_GTE": GTE, "BRANCH_GT": GT,
                "BRANCH_EQ": EQ, "BRANCH_NEQ": NEQ, "LEAF": LEAF}
+_MODE_BYTES = {k.encode(): v for k, v in _MODE_NAMES.items()}
+_NO_MODE = -128   # not a mode code
 _POSTS_V3 = ("NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", "PROBIT")
 _AGGREGATES_V3 = ("SUM", "AVERAGE", "MIN", "MAX")
 _AGGREGATES_V5 = {0: "AVERAGE", 1: "SUM", 2: "MIN", 3: "MAX"}
@@ -200,7 +202,7 @@ def _float_list(node, name) -> Optional[np.ndarray]:
     if a.type != AttributeProto.FLOATS:
         raise _invalid(node, f"attribute {name!r} has type {AttributeProto.AttributeType.Name(a.type)}, "
                              f"expected FLOATS")
-    return np.asarray(list(a.floats), dtype=np.float32).astype(np.float64)
+    return np.array(a.floats, dtype=np.float32).astype(np.float64)
 
 
 def _float_tensor(node, name) -> Optional[np.ndarray]:
@@ -284,14 +286,17 @@ def _v3_forest(node, prefix: str, n_out: int) -> _Forest:
     features = _ints(node, "nodes_featureids", n, required=True)
     trues = _ints(node, "nodes_truenodeids", n, required=True)
     falses = _ints(node, "nodes_falsenodeids", n, required=True)
-    names = _attr(node, "nodes_modes", AttributeProto.STRINGS)
-    if names is None or len(names) != n:
-        raise _invalid(node, f"attribute 'nodes_modes' has {0 if names is None else len(names)} values, "
-                             f"expected {n}")
-    unknown = next((i for i, s in enumerate(names) if s not in _MODE_NAMES), None)
-    if unknown is not None:
+    raw = next((a for a in node.attribute if a.name == "nodes_modes"), None)
+    if raw is not None and raw.type == AttributeProto.STRINGS and len(raw.strings) == n:
+        codes = [_MODE_BYTES.get(b, _NO_MODE) for b in raw.strings]   # no decoding on the common path
+        modes = np.array(codes, dtype=np.int64)
+    if raw is None or raw.type != AttributeProto.STRINGS or len(raw.strings) != n or (modes == _NO_MODE).any():
+        names = _attr(node, "nodes_modes", AttributeProto.STRINGS)   # the typed errors
+        if names is None or len(names) != n:
+            raise _invalid(node, f"attribute 'nodes_modes' has {0 if names is None else len(names)} values, "
+                                 f"expected {n}")
+        unknown = next(i for i, s in enumerate(names) if s not in _MODE_NAMES)
         raise _invalid(node, f"nodes_modes[{unknown}] = {names[unknown]!r}, expected one of {sorted(_MODE_NAMES)}")
-    modes = np.array([_MODE_NAMES[s] for s in names], dtype=np.int64)
     values = _numbers(node, "nodes_values", "nodes_values_as_tensor", n, required=True)
     tracks = _flags(node, "nodes_missing_value_tracks_true", n, "NaN follows the true branch or not")
     if np.any(node_ids < 0):
@@ -304,41 +309,23 @@ def _v3_forest(node, prefix: str, n_out: int) -> _Forest:
         raise _invalid(node, f"the nodes of tree {run_ids[counts > 1][0]} are not listed together "
                              f"(ONNX Runtime would read them as separate trees)")
     ends = np.r_[starts[1:], n]
-    order = []       # global source index of each IR node
-    where: Dict[Tuple[int, int], int] = {}  # (tree id, node id) -> IR node index
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        rest = s + 1 + np.argsort(node_ids[s + 1:e], kind="stable")
-        for g in [s] + rest.tolist():
-            key = (int(tree_ids[g]), int(node_ids[g]))
-            if key in where:
-                raise _invalid(node, f"tree {key[0]} has node id {key[1]} twice")
-            where[key] = len(order)
-            order.append(g)
-    order = np.asarray(order, dtype=np.int64)
     offsets = np.r_[starts, n].astype(np.int64)
-    tree_of = np.repeat(np.arange(len(starts)), np.diff(offsets))
+    ix = _NodeIndex.build(tree_ids, node_ids, starts, n)
+    fast = ix is not None and ix.children(modes, trues, falses, offsets)
+    if fast:
+        order, true, false = ix.order, *fast
+    else:   # duplicate ids, dangling children or huge ids: the loops below name the culprit
+        order, true, false, where = _v3_index_slow(node, tree_ids, node_ids, starts, ends, modes,
+                                                   trues, falses, offsets)
     mode = modes[order]
     leaf = mode == LEAF
-
-    def child(which: np.ndarray, label: str) -> np.ndarray:
-        out = np.full(n, -1, dtype=np.int64)
-        for i in np.flatnonzero(~leaf).tolist():
-            g = order[i]
-            key = (int(tree_ids[g]), int(which[g]))
-            j = where.get(key)
-            if j is None:
-                raise _invalid(node, f"tree {key[0]} node {node_ids[g]}: its {label} node id {key[1]} "
-                                     f"is not a node of that tree")
-            out[i] = j - offsets[tree_of[i]]
-        return out
-
-    true, false = child(trues, "true"), child(falses, "false")
     forest = _Forest(offsets=offsets, mode=mode, feature=np.where(leaf, -1, features[order]),
                      threshold=values[order], true=true, false=false,
                      nan_true=tracks[order] & ~leaf, members={}, truncated={}, w_node=None, w_target=None,
                      w_value=None,
                      describe=lambda i: f"tree {tree_ids[order[i]]} node {node_ids[order[i]]}")
-    _check_structure(node, forest)
+    if not (fast and _is_forest(forest)):
+        _check_structure(node, forest)
 
     # leaf weights
     w_trees = _ints(node, f"{prefix}_treeids")
@@ -356,12 +343,17 @@ def _v3_forest(node, prefix: str, n_out: int) -> _Forest:
         bad = np.flatnonzero((w_ids < 0) | (w_ids >= n_out))
         if bad.size:
             raise _invalid(node, f"{prefix}_ids[{bad[0]}] = {w_ids[bad[0]]} is out of range [0, {n_out})")
-        pos = np.empty(m, dtype=np.int64)
-        for i, key in enumerate(zip(w_trees.tolist(), w_nodes.tolist())):
-            j = where.get(key)
-            if j is None:
-                raise _invalid(node, f"{prefix} weight {i} is for tree {key[0]} node {key[1]}, which does not exist")
-            pos[i] = j
+        pos = ix.find(ix.run_of_tree(w_trees), w_nodes) if fast else None
+        if pos is None or (pos < 0).any():
+            if fast:   # the slow path's map, for the message
+                where = {(int(tree_ids[g]), int(node_ids[g])): i for i, g in enumerate(order.tolist())}
+            pos = np.empty(m, dtype=np.int64)
+            for i, key in enumerate(zip(w_trees.tolist(), w_nodes.tolist())):
+                j = where.get(key)
+                if j is None:
+                    raise _invalid(node, f"{prefix} weight {i} is for tree {key[0]} node {key[1]}, "
+                                         f"which does not exist")
+                pos[i] = j
         keep = leaf[pos]  # ONNX Runtime ignores weights on interior nodes (old onnxmltools wrote some)
         forest.w_node, forest.w_target, forest.w_value = pos[keep], w_ids[keep], w_values[keep]
     else:
@@ -370,6 +362,133 @@ def _v3_forest(node, prefix: str, n_out: int) -> _Forest:
         forest.w_value = np.zeros(0)
     _check_splits(node, forest)
     return forest
+
+
+class _NodeIndex:
+    """(tree id, node id) -> IR node index for a v1/v3 node list, with numpy only.
+
+    Trees are the runs of equal ``nodes_treeids`` (``starts``); a node's key is its run
+    times ``M`` (one more than the largest node id) plus its node id. ``order`` lists the
+    source index of each IR node: each run's first node, then the rest by node id (stable).
+    ``build`` returns None where the keys would overflow or two nodes of a tree share an
+    id; the caller then takes the loops that name the culprit."""
+
+    def __init__(self, order, keys, sort, ir_of, run_tid, M):
+        self.order, self._keys, self._sort, self._ir_of = order, keys, sort, ir_of
+        self._run_tid, self._M = run_tid, M
+
+    @classmethod
+    def build(cls, tree_ids, node_ids, starts, n) -> Optional["_NodeIndex"]:
+        R = starts.size
+        M = int(node_ids.max()) + 1
+        if R * M >= 2 ** 62:
+            return None
+        run = np.repeat(np.arange(R, dtype=np.int64), np.diff(np.r_[starts, n]))
+        later = np.ones(n, dtype=np.int64)
+        later[starts] = 0
+        order = np.lexsort((np.arange(n), node_ids, later, run))
+        keys = run * M + node_ids
+        sort = np.argsort(keys, kind="stable")
+        sk = keys[sort]
+        if sk.size > 1 and (sk[1:] == sk[:-1]).any():
+            return None
+        ir_of = np.empty(n, dtype=np.int64)
+        ir_of[order] = np.arange(n, dtype=np.int64)
+        ix = cls(order, sk, sort, ir_of, tree_ids[starts], M)
+        ix.run = run
+        return ix
+
+    def run_of_tree(self, tids: np.ndarray) -> np.ndarray:
+        """Run index of each tree id, -1 for ids that are no tree."""
+        st = np.argsort(self._run_tid, kind="stable")
+        srt = self._run_tid[st]
+        i = np.minimum(np.searchsorted(srt, tids), srt.size - 1)
+        return np.where(srt[i] == tids, st[i], -1)
+
+    def find(self, runs: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """IR index of node ``ids`` in runs ``runs``, -1 where there is none."""
+        ok = (runs >= 0) & (ids >= 0) & (ids < self._M)
+        q = np.where(ok, runs * self._M + np.where(ok, ids, 0), -1)
+        i = np.minimum(np.searchsorted(self._keys, q), self._keys.size - 1)
+        hit = ok & (self._keys[i] == q)
+        return np.where(hit, self._ir_of[self._sort[i]], -1)
+
+    def children(self, modes, trues, falses, offsets):
+        """(true, false) child of each IR node as an index within its tree (-1 for leaves),
+        or None when a child id is not a node of its tree."""
+        g = self.order
+        split = modes[g] != LEAF
+        base = offsets[self.run[g]]
+        out = []
+        for which in (trues, falses):
+            j = self.find(self.run[g[split]], which[g[split]])
+            if (j < 0).any():
+                return None
+            c = np.full(g.size, -1, dtype=np.int64)
+            c[split] = j - base[split]
+            out.append(c)
+        return tuple(out)
+
+
+def _v3_index_slow(node, tree_ids, node_ids, starts, ends, modes, trues, falses, offsets):
+    """``_NodeIndex``'s result by loops that raise the error naming the first bad node."""
+    n = tree_ids.size
+    order = []       # global source index of each IR node
+    where: Dict[Tuple[int, int], int] = {}  # (tree id, node id) -> IR node index
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        rest = s + 1 + np.argsort(node_ids[s + 1:e], kind="stable")
+        for g in [s] + rest.tolist():
+            key = (int(tree_ids[g]), int(node_ids[g]))
+            if key in where:
+                raise _invalid(node, f"tree {key[0]} has node id {key[1]} twice")
+            where[key] = len(order)
+            order.append(g)
+    order = np.asarray(order, dtype=np.int64)
+    tree_of = np.repeat(np.arange(len(starts)), np.diff(offsets))
+    leaf = modes[order] == LEAF
+
+    def child(which: np.ndarray, label: str) -> np.ndarray:
+        out = np.full(n, -1, dtype=np.int64)
+        for i in np.flatnonzero(~leaf).tolist():
+            g = order[i]
+            key = (int(tree_ids[g]), int(which[g]))
+            j = where.get(key)
+            if j is None:
+                raise _invalid(node, f"tree {key[0]} node {node_ids[g]}: its {label} node id {key[1]} "
+                                     f"is not a node of that tree")
+            out[i] = j - offsets[tree_of[i]]
+        return out
+
+    return order, child(trues, "true"), child(falses, "false"), where
+
+
+def _is_forest(f: _Forest, max_levels: int = 4096) -> bool:
+    """Whether every node of every tree is reached exactly once from its root (what
+    ``_check_structure`` checks node by node), level by level over all trees at once:
+    each non-root node has exactly one parent, roots none, and the levels reach every
+    node. False (the caller then runs ``_check_structure`` for the message) otherwise,
+    and for trees deeper than ``max_levels``."""
+    n = f.mode.size
+    split = np.flatnonzero(f.mode != LEAF)
+    tree = np.repeat(np.arange(f.n_trees), np.diff(f.offsets))
+    base = f.offsets[tree[split]]
+    kids = np.concatenate([f.true[split] + base, f.false[split] + base])
+    parents = np.bincount(kids, minlength=n)
+    roots = f.offsets[:-1]
+    want = np.ones(n, dtype=np.int64)
+    want[roots] = 0
+    if not np.array_equal(parents, want):
+        return False
+    is_split = f.mode != LEAF
+    frontier, seen = roots, roots.size
+    for _ in range(max_levels):
+        frontier = frontier[is_split[frontier]]
+        if frontier.size == 0:
+            return seen == n
+        b = f.offsets[tree[frontier]]
+        frontier = np.concatenate([f.true[frontier] + b, f.false[frontier] + b])
+        seen += frontier.size
+    return False
 
 
 def _check_structure(node, f: _Forest) -> None:
