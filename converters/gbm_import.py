@@ -164,46 +164,113 @@ class _Tree:
         self.value[nid], self.origin[nid] = value, origin
 
     def arrays(self) -> dict:
+        """The tree as a piece for :class:`_Nodes`."""
         n = self.n
         if len(self.value) + len(self.feature) != n:
             raise InvalidModelError(f"tree has {n} node ids but {len(self.value) + len(self.feature)} nodes")
-        feature = np.full(n, -1, np.int64)
-        left = np.full(n, -1, np.int64)
-        right = np.full(n, -1, np.int64)
-        thr = np.zeros(n)
-        miss = np.zeros(n, bool)
-        kind = np.zeros(n, np.uint8)
-        value = np.zeros((n, 1))
-        origin = np.full(n, -1, np.int64)
+        out = _empty_piece(n)
+        out["sizes"][0] = n
+        feature, left, right, thr = out["feature"], out["left"], out["right"], out["threshold"]
+        miss, kind, value, origin = out["missing_left"], out["split"], out["value"], out["origin"]
         for i in self.feature:
-            feature[i], left[i], right[i] = self.feature[i], self.left[i], self.right[i]
+            feature[i], left[i], right[i] = _int32(self.feature[i], "feature id"), self.left[i], self.right[i]
             thr[i], miss[i], kind[i] = self.threshold[i], self.miss[i], self.kind[i]
         for i, v in self.value.items():
-            value[i, 0], origin[i] = v, self.origin[i]
-        return dict(feature=feature, threshold=thr, left=left, right=right, missing_left=miss,
-                    split=kind, value=value, origin=origin, cat=self.cat)
+            value[i], origin[i] = v, self.origin[i]
+        out["cat"] = self.cat
+        return out
 
 
-def _ensemble(trees: List[dict], n_features: int, **kw) -> Tuple[ir.TreeEnsemble, np.ndarray]:
-    """The IR of the trees, and each node's id in the source library (``origin``)."""
-    sizes = [len(t["feature"]) for t in trees]
-    if any(t["cat"] for t in trees):
-        n = sum(sizes)
-        cat_offset = np.zeros(n, np.int64)
-        cat_nwords = np.zeros(n, np.int32)
-        words: List[np.ndarray] = []
-        pos = base = 0
-        for t, size in zip(trees, sizes):
-            for nid, bits in sorted(t["cat"].items()):
-                cat_offset[base + nid], cat_nwords[base + nid] = pos, len(bits)
-                words.append(bits)
+#: a piece holds the IR arrays of consecutive trees (tree-local child ids): what :class:`_Nodes` joins
+_PIECE = (("feature", np.int32, -1), ("threshold", np.float64, 0.0), ("left", np.int32, -1),
+          ("right", np.int32, -1), ("missing_left", np.bool_, False), ("split", np.uint8, 0),
+          ("value", np.float64, 0.0), ("origin", np.int64, -1))
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _empty_piece(n: int, n_trees: int = 1, with_origin: bool = True) -> dict:
+    piece = {key: np.full(n, fill, dtype) for key, dtype, fill in _PIECE if with_origin or key != "origin"}
+    piece.update(sizes=np.zeros(n_trees, np.int64), cat={})
+    return piece
+
+
+def _int32(v: int, what: str) -> int:
+    if not -1 <= v <= _INT32_MAX:
+        raise InvalidModelError(f"{what} {v} does not fit a 32-bit node array")
+    return v
+
+
+class _Nodes:
+    """The IR's node arrays, filled piece by piece (a piece holds the arrays of consecutive
+    trees, tree-local child ids), so that the arrays never exist twice: converting needs the
+    IR's memory plus a block's.
+
+    Pieces wait until about ``ir.TREE_BLOCK_NODES`` nodes are pending. The arrays are first
+    allocated for the expected node count (``expect``; pages not written to cost nothing),
+    grow in place when it was too low (``ndarray.resize``: ``realloc``, which moves a large
+    block's pages instead of copying them) and shrink to the node count at the end."""
+
+    def __init__(self, with_origin: bool, expect: int = 0):
+        self.dtypes = {key: dtype for key, dtype, _ in _PIECE if with_origin or key != "origin"}
+        self.arrays: Optional[dict] = None
+        self.expected = expect
+        self.sizes: List[np.ndarray] = []
+        self.cats: List[Tuple[int, np.ndarray]] = []   # (node, bits) of set-membership splits
+        self.n = 0
+        self.pending: List[dict] = []
+        self.n_pending = 0
+
+    def expect(self, n_nodes: float) -> None:
+        """The node count the arrays are sized for when they are (re)allocated."""
+        self.expected = int(n_nodes)
+
+    def add(self, piece: dict) -> None:
+        base = self.n + self.n_pending
+        self.cats += [(base + nid, bits) for nid, bits in sorted(piece["cat"].items())]
+        self.sizes.append(piece["sizes"])
+        self.pending.append(piece)
+        self.n_pending += piece["feature"].shape[0]
+        if self.n_pending >= ir.TREE_BLOCK_NODES:
+            self._flush()
+
+    def _flush(self) -> None:
+        m = self.n + self.n_pending
+        if self.arrays is None:
+            self.arrays = {key: np.empty(max(m, self.expected), dtype) for key, dtype in self.dtypes.items()}
+        for key, a in self.arrays.items():
+            if a.shape[0] < m:
+                a.resize(m, refcheck=False)   # nothing else refers to it
+            pos = self.n
+            for p in self.pending:
+                part = p[key]
+                a[pos:pos + part.shape[0]] = part
+                pos += part.shape[0]
+        self.n, self.pending, self.n_pending = m, [], 0
+
+    def ensemble(self, n_features: int, **kw) -> Tuple[ir.TreeEnsemble, Optional[np.ndarray]]:
+        """The IR of the trees, and each node's id in the source library (``origin``, when asked)."""
+        self._flush()
+        sizes = np.concatenate(self.sizes)
+        offsets = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        n = self.n
+        if self.cats:
+            cat_offset = np.zeros(n, np.int64)
+            cat_nwords = np.zeros(n, np.int32)
+            pos = 0
+            for nid, bits in self.cats:
+                cat_offset[nid], cat_nwords[nid] = pos, len(bits)
                 pos += len(bits)
-            base += size
-        kw.update(cat_offset=cat_offset, cat_nwords=cat_nwords,
-                  cat_bits=np.concatenate(words).astype(np.uint32), cat_exact=False)
-    split = np.concatenate([t["split"] for t in trees]).astype(np.uint8)
-    ens = ir.TreeEnsemble.from_trees(trees, n_features, split=split, **kw)
-    return ens, np.concatenate([t["origin"] for t in trees])
+            kw.update(cat_offset=cat_offset, cat_nwords=cat_nwords,
+                      cat_bits=np.concatenate([bits for _, bits in self.cats]).astype(np.uint32), cat_exact=False)
+        fields = self.arrays
+        self.arrays = None
+        for a in fields.values():
+            if a.shape[0] != n:
+                a.resize(n, refcheck=False)
+        origin = fields.pop("origin", None)
+        fields["value"] = fields["value"].reshape(n, 1)
+        return ir.TreeEnsemble(n_features=int(n_features), tree_offsets=offsets, **fields, **kw), origin
 
 
 def _bitset(categories) -> np.ndarray:
@@ -327,18 +394,15 @@ def _narrow(boxes: dict, feature: int, kind: int, thr: float, miss: bool, left: 
     return out
 
 
-def _lgb_tree_vectorized(feat, thr, dt, lc, rc, leaf_value) -> Optional[dict]:
-    """``_lgb_tree`` in numpy for the common tree: numerical splits only, none of which
-    needs the zero-as-missing rewrite (the same rules as ``_lgb_numeric``, on arrays).
-    Node ids: split ``i`` is ``i``, leaf ``j`` is ``L - 1 + j``. None when it does not apply."""
-    if np.any(dt & 1):
-        return None
+def _lgb_fast(L: np.ndarray, feat, thr, dt, lc, rc, leaf_value, with_origin: bool) -> dict:
+    """Consecutive LightGBM trees (``L[k]`` leaves each; split and leaf arrays joined over
+    the trees) none of whose splits is categorical or needs the zero-as-missing rewrite,
+    as one piece, in numpy: the rules of ``_lgb_numeric`` on arrays. In each tree, split
+    ``i`` is node ``i`` and leaf ``j`` is node ``L - 1 + j``."""
     z = K_ZERO
     mtype, dleft = (dt >> 2) & 3, (dt & 2) != 0
     band = (-z <= thr) & (thr <= z)
     zero = mtype == 1
-    if np.any(zero & ~band & ((thr > z) != dleft)):
-        return None  # a split that needs the three-node rewrite
     neg_band = (-z <= thr) & (thr < 0.0)
     pos_band = (0.0 <= thr) & (thr <= z)
     kind = np.where(neg_band, ir.SPLIT_LT, ir.SPLIT_LEQ)
@@ -348,46 +412,92 @@ def _lgb_tree_vectorized(feat, thr, dt, lc, rc, leaf_value) -> Optional[dict]:
     kind = np.where(zero & band, np.where(dleft, ir.SPLIT_LEQ, ir.SPLIT_LT), np.where(zero, ir.SPLIT_LEQ, kind))
     t = np.where(zero & band, np.where(dleft, z, -z), np.where(zero, thr, t))
     miss = np.where(zero, dleft, miss)
-    n_int, L = feat.shape[0], leaf_value.shape[0]
-    n = n_int + L
-    node = lambda c: np.where(c >= 0, c, n_int + ~c)  # noqa: E731
-    pad = lambda a, fill, dtype: np.concatenate([a.astype(dtype), np.full(L, fill, dtype)])  # noqa: E731
-    value = np.zeros((n, 1))
-    value[n_int:, 0] = leaf_value
-    return dict(feature=pad(feat, -1, np.int64), threshold=pad(t, 0.0, np.float64),
-                left=pad(node(lc), -1, np.int64), right=pad(node(rc), -1, np.int64),
-                missing_left=pad(miss, False, bool), split=pad(kind, 0, np.uint8), value=value,
-                origin=np.concatenate([np.full(n_int, -1, np.int64), np.arange(L, dtype=np.int64)]),
-                cat={})
+    ns = L - 1
+    first = np.cumsum(2 * L - 1) - (2 * L - 1)        # each tree's first node in the piece
+    at_split = np.arange(feat.shape[0]) + np.repeat(first - (np.cumsum(ns) - ns), ns)
+    leaf_no = np.arange(leaf_value.shape[0]) - np.repeat(np.cumsum(L) - L, L)   # j within its tree
+    at_leaf = leaf_no + np.repeat(first + ns, L)
+    n_int = np.repeat(ns, ns)
+    out = _empty_piece(int(first[-1] + 2 * L[-1] - 1), L.shape[0], with_origin)
+    out["sizes"] = 2 * L - 1
+    out["feature"][at_split], out["threshold"][at_split], out["split"][at_split] = feat, t, kind
+    out["left"][at_split] = np.where(lc >= 0, lc, n_int + ~lc)
+    out["right"][at_split] = np.where(rc >= 0, rc, n_int + ~rc)
+    out["missing_left"][at_split], out["value"][at_leaf] = miss, leaf_value
+    if with_origin:
+        out["origin"][at_leaf] = leaf_no
+    return out
 
 
-def _lgb_tree(tree: dict, scale: float) -> dict:
-    L = int(tree["num_leaves"])
+_LGB_SPLIT_KEYS = (("split_feature", np.int64), ("threshold", np.float64), ("decision_type", np.int64),
+                   ("left_child", np.int64), ("right_child", np.int64))
+
+
+def _lgb_read(tree: dict, scale: float):
+    """``(L, leaf values, [split_feature, threshold, decision_type, left_child, right_child])``
+    of one tree of LightGBM's model string, with their counts checked."""
+    try:
+        L = int(tree["num_leaves"])
+    except (KeyError, ValueError):
+        raise InvalidModelError("LightGBM tree: num_leaves is missing or not an integer") from None
+    if L < 1:
+        raise InvalidModelError(f"LightGBM tree has num_leaves={L}")
     leaf_value = _floats(tree, "leaf_value") * scale
     if leaf_value.shape[0] != L:
         raise InvalidModelError(f"LightGBM tree has num_leaves={L} but {leaf_value.shape[0]} leaf values")
+    if L == 1:
+        return L, leaf_value, [np.zeros(0, dtype) for _, dtype in _LGB_SPLIT_KEYS]
+    arrays = [_numbers(tree, key, dtype) for key, dtype in _LGB_SPLIT_KEYS]
+    for (key, _), a in zip(_LGB_SPLIT_KEYS, arrays):
+        if a.shape[0] != L - 1:
+            raise InvalidModelError(f"LightGBM tree has {L} leaves but {a.shape[0]} {key} entries")
+    return L, leaf_value, arrays
+
+
+def _lgb_trees(trees: List[dict], scale: float, with_origin: bool) -> List[dict]:
+    """Consecutive trees of LightGBM's model string as pieces: runs of trees that need no
+    rewrite are converted together in numpy, the others one by one."""
+    read = [_lgb_read(t, scale) for t in trees]
+    L = np.array([r[0] for r in read], dtype=np.int64)
+    leaf_value = np.concatenate([r[1] for r in read])
+    feat, thr, dt, lc, rc = (np.concatenate([r[2][k] for r in read]) for k in range(len(_LGB_SPLIT_KEYS)))
+    del read
+    ns = L - 1
+    Ls = np.repeat(L, ns)
+    bad = np.flatnonzero((lc < -Ls) | (lc >= Ls - 1) | (rc < -Ls) | (rc >= Ls - 1))
+    if bad.size:
+        i = int(bad[0])
+        child = int(lc[i]) if not -Ls[i] <= lc[i] < Ls[i] - 1 else int(rc[i])
+        raise InvalidModelError(f"LightGBM tree: child {child} out of range for {int(Ls[i])} leaves")
+    z = K_ZERO
+    rewrite = ((dt & 1) != 0) | ((((dt >> 2) & 3) == 1) & ~((-z <= thr) & (thr <= z)) & ((thr > z) != ((dt & 2) != 0)))
+    slow = np.bincount(np.repeat(np.arange(L.shape[0]), ns)[rewrite], minlength=L.shape[0]) > 0
+    s_end, l_end = np.cumsum(ns), np.cumsum(L)
+    s_at, l_at = s_end - ns, l_end - L
+    pieces = []
+    k = 0
+    while k < L.shape[0]:
+        if slow[k]:
+            s, e = s_at[k], s_end[k]
+            pieces.append(_lgb_slow(trees[k], int(L[k]), feat[s:e], thr[s:e], dt[s:e], lc[s:e], rc[s:e],
+                                    leaf_value[l_at[k]:l_end[k]]))
+            k += 1
+            continue
+        j = k + 1
+        while j < L.shape[0] and not slow[j]:
+            j += 1
+        s, e, ls, le = s_at[k], s_end[j - 1], l_at[k], l_end[j - 1]
+        pieces.append(_lgb_fast(L[k:j], feat[s:e], thr[s:e], dt[s:e], lc[s:e], rc[s:e], leaf_value[ls:le],
+                                with_origin))
+        k = j
+    return pieces
+
+
+def _lgb_slow(tree: dict, L: int, feat, thr, dt, lc, rc, leaf_value) -> dict:
+    """One tree with categorical splits or zero-as-missing rewrites, node by node."""
     n_int = L - 1
     out = _Tree(2 * L - 1)
-    if L == 1:
-        out.leaf(0, float(leaf_value[0]), 0)
-        return out.arrays()
-    feat = _ints(tree, "split_feature")
-    thr = _floats(tree, "threshold")
-    dt = _ints(tree, "decision_type")
-    lc, rc = _ints(tree, "left_child"), _ints(tree, "right_child")
     cb, ct = _ints(tree, "cat_boundaries"), _ints(tree, "cat_threshold")
-    for name, a in (("split_feature", feat), ("threshold", thr), ("decision_type", dt),
-                    ("left_child", lc), ("right_child", rc)):
-        if a.shape[0] != n_int:
-            raise InvalidModelError(f"LightGBM tree has {L} leaves but {a.shape[0]} {name} entries")
-    children = np.concatenate([lc, rc])
-    bad = children[(children < -L) | (children >= n_int)]
-    if bad.size:
-        raise InvalidModelError(f"LightGBM tree: child {bad[0]} out of range for {L} leaves")
-
-    fast = _lgb_tree_vectorized(feat, thr, dt, lc, rc, leaf_value)
-    if fast is not None:
-        return fast
 
     def child(c: int, copy: bool) -> int:
         """IR id of source child ``c``: its own id, or a fresh one inside a copy."""
@@ -474,19 +584,59 @@ _LGB_IDENTITY = {"regression", "regression_l2", "l2", "mean_squared_error", "mse
 _LGB_CLASSIFY = {"binary", "multiclass", "softmax", "multiclassova", "multiclass_ova", "ova", "ovr"}
 
 
-def _lightgbm_ir(model) -> Tuple[ir.TreeEnsemble, np.ndarray]:
+#: model text per ``model_to_string`` call: LightGBM's wrapper offers a 1 MiB buffer
+#: first and writes the whole model a second time when it is too small
+LGB_CHUNK_BYTES = 1 << 19
+
+
+def _lgb_n_iterations(booster) -> int:
+    """The iterations ``model_to_string()`` writes: all, or ``best_iteration`` when set."""
+    K = max(1, int(booster.num_model_per_iteration()))
+    n_iter = -(-int(booster.num_trees()) // K)
+    best = int(getattr(booster, "best_iteration", 0) or 0)
+    return min(n_iter, best) if best > 0 else n_iter
+
+
+def _lgb_texts(booster):
+    """LightGBM's model string a few iterations at a time, each with the header, about
+    ``LGB_CHUNK_BYTES`` long: the trees ``model_to_string()`` writes (it stops at
+    ``best_iteration`` when that is set), without ever holding all of the text."""
+    n_iter = _lgb_n_iterations(booster)
+    if n_iter == 0:
+        yield booster.model_to_string()
+        return
+    start, step = 0, 1
+    while start < n_iter:
+        step = min(step, n_iter - start)
+        text = booster.model_to_string(num_iteration=step, start_iteration=start)
+        begin = text.find("Tree=")
+        trees = text.find("end of trees", max(begin, 0)) - begin if begin >= 0 else 0
+        rest = len(text) - trees
+        yield text
+        del text
+        start += step
+        # size the next call from this one; a large header (many features) gets more trees
+        step = max(1, int(max(LGB_CHUNK_BYTES - rest, 2 * rest) * step // max(trees, 1)))
+
+
+def _lgb_refuse_linear(name: str, trees: List[dict]) -> None:
+    if any(t.get("is_linear", "0") not in ("", "0") for t in trees):
+        raise UnsupportedModelError(f"{name}: linear trees (linear_tree=True) are not supported")
+
+
+def _lightgbm_ir(model, with_origin: bool = False) -> Tuple[ir.TreeEnsemble, Optional[np.ndarray]]:
     _check_fitted(model)
     booster = getattr(model, "booster_", model)
     name = type(model).__name__
-    header, trees = _lgb_parse(booster.model_to_string())
+    texts = _lgb_texts(booster)
+    header, trees = _lgb_parse(next(texts))
     if not trees:
         raise UnsupportedModelError(f"{name}: the model has no trees")
-    if any(t.get("is_linear", "0") not in ("", "0") for t in trees):
-        raise UnsupportedModelError(f"{name}: linear trees (linear_tree=True) are not supported")
+    _lgb_refuse_linear(name, trees)
     K = int(header.get("num_tree_per_iteration", "1"))
     n_class = int(header.get("num_class", "1"))
-    if K < 1 or len(trees) % K:
-        raise InvalidModelError(f"{name}: {len(trees)} trees is not a multiple of num_tree_per_iteration={K}")
+    if K < 1:
+        raise InvalidModelError(f"{name}: num_tree_per_iteration={K}")
     objective, params = _lgb_objective(header)
     if params.get("sqrt") is not None:
         raise UnsupportedModelError(f"{name}: objective {objective!r} with reg_sqrt=True squares its output; "
@@ -503,8 +653,23 @@ def _lightgbm_ir(model) -> Tuple[ir.TreeEnsemble, np.ndarray]:
             "into the leaves would change the raw scores)")
     average = "average_output" in header
     scale = float(K) if average and K > 1 else 1.0
-    parts = [_lgb_tree(t, scale) for t in trees]
-    kw = dict(n_targets=K, tree_target=np.arange(len(trees), dtype=np.int32) % K if K > 1 else None,
+    # tree by tree from the text, a few iterations at a time: text, per-tree arrays and
+    # the pieces never hold more than a chunk's worth beyond the IR's own arrays
+    nodes = _Nodes(with_origin)
+    n_trees, n_nodes, expected_trees = 0, 0, _lgb_n_iterations(booster) * K
+    while trees is not None:
+        _lgb_refuse_linear(name, trees)
+        for piece in _lgb_trees(trees, scale, with_origin):
+            nodes.add(piece)
+            n_nodes += piece["feature"].shape[0]
+        n_trees += len(trees)
+        nodes.expect(n_nodes * max(expected_trees, n_trees) / n_trees)   # trees so far as a sample
+        text = next(texts, None)
+        trees = None if text is None else _lgb_parse(text)[1]
+        del text
+    if n_trees % K:
+        raise InvalidModelError(f"{name}: {n_trees} trees is not a multiple of num_tree_per_iteration={K}")
+    kw = dict(n_targets=K, tree_target=np.arange(n_trees, dtype=np.int32) % K if K > 1 else None,
               average=average, compare="float64", allow_nan=True, allow_inf=True, name=name)
     n_features = int(header.get("max_feature_idx", "-1")) + 1
     sk_classifier = hasattr(model, "classes_") and hasattr(model, "booster_")
@@ -518,12 +683,12 @@ def _lightgbm_ir(model) -> Tuple[ir.TreeEnsemble, np.ndarray]:
             raise UnsupportedModelError(f"{name}: {len(classes)} classes with objective {objective!r} and "
                                         f"{K} trees per iteration are not supported")
         post = "softmax" if objective in ("multiclass", "softmax") else "logistic"
-        return _ensemble(parts, n_features, is_classifier=True, classes=classes, post=post,
+        return nodes.ensemble(n_features, is_classifier=True, classes=classes, post=post,
                          predict_rule="argmax_proba", **kw)
     if objective in _LGB_CLASSIFY:
         raise UnsupportedModelError(f"{name}: a regressor with the classification objective {objective!r} "
                                     "predicts probabilities; fastml cannot express that as a regressor")
-    return _ensemble(parts, n_features, flat=K == 1, **kw)
+    return nodes.ensemble(n_features, flat=K == 1, **kw)
 
 
 # --------------------------------------------------------------------------- XGBoost
@@ -636,7 +801,7 @@ def _xgb_copy(out: _Tree, nid: int, src: int, lc, rc, feat, cond, dl, stype, cat
             out.split(nid, int(feat[i]), ir.SPLIT_MEMBER, 0.0, not dl[i], R, L, cat=bits)
 
 
-def _xgboost_ir(model) -> Tuple[ir.TreeEnsemble, np.ndarray]:
+def _xgboost_ir(model, with_origin: bool = False) -> Tuple[ir.TreeEnsemble, Optional[np.ndarray]]:
     _check_fitted(model)
     name = type(model).__name__
     is_sklearn = hasattr(model, "get_booster")
@@ -682,7 +847,9 @@ def _xgboost_ir(model) -> Tuple[ir.TreeEnsemble, np.ndarray]:
     if base.shape[0] not in (1, n_out):
         raise InvalidModelError(f"{name}: base_score has {base.shape[0]} values for {n_out} outputs")
     base = np.broadcast_to(_xgb_base_margin(objective, base), (n_out,)).astype(np.float64)
-    parts = [_xgb_tree(t) for t in trees]
+    nodes = _Nodes(with_origin, expect=sum(len(t.get("left_children", ())) for t in trees))
+    for t in trees:
+        nodes.add(_xgb_tree(t))
     kw = dict(n_targets=n_out, tree_target=info.astype(np.int32) if n_out > 1 else None,
               base_score=base, compare="float32", allow_nan=True, allow_inf=True, name=name)
     n_features = int(lmp["num_feature"])
@@ -701,14 +868,14 @@ def _xgboost_ir(model) -> Tuple[ir.TreeEnsemble, np.ndarray]:
         if n_target != 1 or (binary and (k != 2 or n_out != 1)) or (not binary and k != n_out):
             raise UnsupportedModelError(f"{name}: {k} classes with {n_out} outputs (objective {objective!r}, "
                                         f"num_target={n_target}) are not supported; multi-label is not")
-        return _ensemble(parts, n_features, is_classifier=True, classes=np.arange(k),
+        return nodes.ensemble(n_features, is_classifier=True, classes=np.arange(k),
                          post="logistic" if binary else "softmax",
                          predict_rule="gt0" if binary else "argmax", **kw)
     if objective not in _XGB_IDENTITY:
         raise UnsupportedModelError(
             f"{name}: XGBoost objective {objective!r} transforms the margin in a way fastml's "
             "TreeEnsemble cannot express")
-    return _ensemble(parts, n_features, flat=n_out == 1, **kw)
+    return nodes.ensemble(n_features, flat=n_out == 1, **kw)
 
 
 # --------------------------------------------------------------------------- public
@@ -733,9 +900,9 @@ def convert(model, *, leaf_map: bool = False):
     """
     frontend = find_frontend(model)
     if frontend is _lightgbm:
-        ens, origin = _lightgbm_ir(model)
+        ens, origin = _lightgbm_ir(model, leaf_map)
     elif frontend is _xgboost:
-        ens, origin = _xgboost_ir(model)
+        ens, origin = _xgboost_ir(model, leaf_map)
     else:
         raise UnsupportedModelError(f"not a LightGBM or XGBoost model: {type(model).__module__}."
                                     f"{type(model).__name__}")

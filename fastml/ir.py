@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -338,6 +339,24 @@ def _ints_array(name: str, value, ndim: int, owner: str, dtype=np.int32) -> np.n
     return a
 
 
+#: nodes checked (and planned) at a time: temporaries stay a few MB whatever the model's size
+TREE_BLOCK_NODES = 1 << 16
+
+
+def tree_blocks(tree_offsets: np.ndarray, max_nodes: int = 0):
+    """Runs ``(t0, t1)`` of whole trees holding at most ``max_nodes`` nodes
+    (``TREE_BLOCK_NODES`` when 0), in order; a larger tree is a run of its own.
+    ``tree_offsets`` must rise strictly."""
+    max_nodes = max_nodes or TREE_BLOCK_NODES
+    n_trees = tree_offsets.shape[0] - 1
+    t0 = 0
+    while t0 < n_trees:
+        t1 = int(np.searchsorted(tree_offsets, tree_offsets[t0] + max_nodes, side="right")) - 1
+        t1 = min(max(t1, t0 + 1), n_trees)
+        yield t0, t1
+        t0 = t1
+
+
 @dataclass(frozen=True)
 class TreeEnsemble:
     """A forest or boosted ensemble of binary decision trees.
@@ -476,7 +495,7 @@ class TreeEnsemble:
             if n is not None and a.shape[0] != n:
                 raise self._bad(f"{nm} has {a.shape[0]} entries, expected {n} (one per node)")
             n = a.shape[0]
-            arrays[nm] = a.astype(np.int64)
+            arrays[nm] = a
         thr = np.asarray(self.threshold)
         ml = np.asarray(self.missing_left)
         if thr.shape != (n,) or thr.dtype != np.float64:
@@ -512,73 +531,10 @@ class TreeEnsemble:
                 raise self._bad(f"base_score has {b.shape[0]} values, expected n_targets={nt}")
         split = None
         if self.split is not None:
-            split = _ints_array("split", self.split, 1, owner).astype(np.int64)
+            split = _ints_array("split", self.split, 1, owner)
             if split.shape[0] != n:
                 raise self._bad(f"split has {split.shape[0]} entries, expected {n}")
-        feat, left, right = arrays["feature"], arrays["left"], arrays["right"]
-        is_leaf = left < 0
-        # per-node checks, vectorised; the first offender is named
-        tree_of = np.repeat(np.arange(n_trees), np.diff(off))
-        local = np.arange(n) - off[tree_of]
-        size = np.diff(off)[tree_of]
-
-        def first(mask, what):
-            bad = np.flatnonzero(mask)
-            if bad.size:
-                i = int(bad[0])
-                raise self._bad(what(i), int(tree_of[i]), int(local[i]))
-
-        first(left < -1, lambda i: f"left child {left[i]} (a leaf has -1)")
-        first(is_leaf & (right != -1), lambda i: f"a leaf (left = -1) must have right = -1, got {right[i]}")
-        first(~is_leaf & ((left >= size) | (right < 0) | (right >= size)),
-              lambda i: f"child out of range: left {left[i]}, right {right[i]} in a tree of {size[i]} nodes")
-        first(~is_leaf & ((feat < 0) | (feat >= self.n_features)),
-              lambda i: f"feature id {feat[i]} out of range [0, {self.n_features})")
-        first(~is_leaf & (left == right), lambda i: f"both children are node {left[i]}")
-        if split is not None:
-            first(~is_leaf & ((split < 0) | (split > SPLIT_MEMBER)), lambda i: f"unknown split kind {split[i]}")
-            member = ~is_leaf & (split == SPLIT_MEMBER)
-        else:
-            member = np.zeros(n, dtype=bool)
-        first(~is_leaf & ~member & np.isnan(thr), lambda i: "threshold is NaN")
-        first(is_leaf & ~np.all(np.isfinite(val), axis=1), lambda i: "leaf value is NaN or infinite")
-        if member.any():
-            if self.cat_offset is None or self.cat_nwords is None or self.cat_bits is None:
-                raise self._bad("set-membership splits need cat_offset, cat_nwords and cat_bits")
-            co = _ints_array("cat_offset", self.cat_offset, 1, owner).astype(np.int64)
-            cw = _ints_array("cat_nwords", self.cat_nwords, 1, owner).astype(np.int64)
-            bits = np.asarray(self.cat_bits)
-            if bits.ndim != 1 or bits.dtype != np.uint32:
-                raise self._bad(f"cat_bits must be 1-D uint32, got {bits.dtype} {bits.shape}")
-            if co.shape[0] != n or cw.shape[0] != n:
-                raise self._bad("cat_offset and cat_nwords need one entry per node")
-            first(member & ((co < 0) | (cw < 1) | (cw > bits.shape[0]) | (co > bits.shape[0] - cw)),
-                  lambda i: f"category set [{int(co[i])}, {int(co[i]) + int(cw[i])}) outside cat_bits "
-                            f"of {bits.shape[0]} words")
-        # every node of a tree is reached exactly once from its root: no cycles,
-        # no shared children, nothing unreachable
-        parents = np.zeros(n, dtype=np.int64)
-        internal = np.flatnonzero(~is_leaf)
-        np.add.at(parents, off[tree_of[internal]] + left[internal], 1)
-        np.add.at(parents, off[tree_of[internal]] + right[internal], 1)
-        roots = off[:-1]
-        first(np.isin(np.arange(n), roots) & (parents > 0), lambda i: "the root is some node's child (a cycle)")
-        first(~np.isin(np.arange(n), roots) & (parents > 1), lambda i: f"node is the child of {parents[i]} nodes")
-        first(~np.isin(np.arange(n), roots) & (parents == 0), lambda i: "node is unreachable from the root")
-        # with one parent per non-root node and no parent for roots, a tree of
-        # k nodes has k - 1 edges; it is a tree iff every node is reachable,
-        # which holds iff there is no cycle: walk down from the roots to check.
-        seen = np.zeros(n, dtype=bool)
-        frontier = roots.copy()
-        while frontier.size:
-            seen[frontier] = True
-            frontier = frontier[~is_leaf[frontier]]
-            base = off[tree_of[frontier]]
-            frontier = np.concatenate([base + left[frontier], base + right[frontier]])
-            if frontier.size and seen[frontier].any():
-                i = int(frontier[seen[frontier]][0])
-                raise self._bad("node is reached twice (a cycle)", int(tree_of[i]), int(local[i]))
-        first(~seen, lambda i: "node is unreachable from the root (a cycle)")
+        self._check_nodes(off, arrays["feature"], arrays["left"], arrays["right"], split, thr, val)
 
         if self.compare not in COMPARES:
             raise self._bad(f"unknown compare {self.compare!r}, expected one of {COMPARES}")
@@ -622,6 +578,113 @@ class TreeEnsemble:
                               self.missing_left, self.value, self.tree_target, self.base_score, self.split,
                               self.cat_offset, self.cat_nwords, self.cat_bits) if a is not None))
         return self
+
+
+    def _check_nodes(self, off, feat, left, right, split, thr, val) -> None:
+        """Every per-node rule and the tree structure, a run of whole trees at a time
+        (:func:`tree_blocks`), so the temporaries stay small whatever the model's size. The
+        error names the first offender of the first rule broken, as one pass per rule would."""
+        sizes = np.diff(off)
+        nf = int(self.n_features)
+
+        def block(t0: int, t1: int) -> SimpleNamespace:
+            lo, hi = int(off[t0]), int(off[t1])
+            b = SimpleNamespace(lo=lo, hi=hi, l=left[lo:hi].astype(np.int64), r=right[lo:hi].astype(np.int64),
+                                f=feat[lo:hi].astype(np.int64), thr=thr[lo:hi], val=val[lo:hi],
+                                size=np.repeat(sizes[t0:t1], sizes[t0:t1]),
+                                base=np.repeat(off[t0:t1] - lo, sizes[t0:t1]), roots=off[t0:t1] - lo)
+            b.leaf = b.l < 0
+            b.sp = None if split is None else split[lo:hi].astype(np.int64)
+            b.member = np.zeros(hi - lo, bool) if split is None else ~b.leaf & (b.sp == SPLIT_MEMBER)
+            return b
+
+        def where(i: int) -> Tuple[int, int]:
+            t = int(np.searchsorted(off, i, side="right")) - 1
+            return t, i - int(off[t])
+
+        def scan(rules, extra=None) -> None:
+            found = [None] * len(rules)
+            for t0, t1 in tree_blocks(off):
+                b = block(t0, t1)
+                if extra is not None:
+                    extra(b)
+                for k, (mask, what) in enumerate(rules):
+                    if found[k] is None:
+                        bad = np.flatnonzero(mask(b))
+                        if bad.size:
+                            i = b.lo + int(bad[0])
+                            found[k] = self._bad(what(i, b), *where(i))
+            for err in found:
+                if err is not None:
+                    raise err
+
+        rules = [
+            (lambda b: b.l < -1, lambda i, b: f"left child {left[i]} (a leaf has -1)"),
+            (lambda b: b.leaf & (b.r != -1), lambda i, b: f"a leaf (left = -1) must have right = -1, got {right[i]}"),
+            (lambda b: ~b.leaf & ((b.l >= b.size) | (b.r < 0) | (b.r >= b.size)),
+             lambda i, b: f"child out of range: left {left[i]}, right {right[i]} in a tree of "
+                       f"{sizes[where(i)[0]]} nodes"),
+            (lambda b: ~b.leaf & ((b.f < 0) | (b.f >= nf)),
+             lambda i, b: f"feature id {feat[i]} out of range [0, {self.n_features})"),
+            (lambda b: ~b.leaf & (b.l == b.r), lambda i, b: f"both children are node {left[i]}"),
+        ]
+        if split is not None:
+            rules.append((lambda b: ~b.leaf & ((b.sp < 0) | (b.sp > SPLIT_MEMBER)),
+                          lambda i, b: f"unknown split kind {split[i]}"))
+        rules += [(lambda b: ~b.leaf & ~b.member & np.isnan(b.thr), lambda i, b: "threshold is NaN"),
+                  (lambda b: b.leaf & ~np.all(np.isfinite(b.val), axis=1), lambda i, b: "leaf value is NaN or infinite")]
+        any_member = [False]
+        scan(rules, lambda b: any_member.__setitem__(0, any_member[0] or bool(b.member.any())))
+        if any_member[0]:
+            owner = self.name
+            if self.cat_offset is None or self.cat_nwords is None or self.cat_bits is None:
+                raise self._bad("set-membership splits need cat_offset, cat_nwords and cat_bits")
+            co = _ints_array("cat_offset", self.cat_offset, 1, owner)
+            cw = _ints_array("cat_nwords", self.cat_nwords, 1, owner)
+            bits = np.asarray(self.cat_bits)
+            if bits.ndim != 1 or bits.dtype != np.uint32:
+                raise self._bad(f"cat_bits must be 1-D uint32, got {bits.dtype} {bits.shape}")
+            if co.shape[0] != off[-1] or cw.shape[0] != off[-1]:
+                raise self._bad("cat_offset and cat_nwords need one entry per node")
+            nw = bits.shape[0]
+
+            def outside(b):
+                o, w = co[b.lo:b.hi].astype(np.int64), cw[b.lo:b.hi].astype(np.int64)
+                return b.member & ((o < 0) | (w < 1) | (w > nw) | (o > nw - w))
+
+            scan([(outside, lambda i, b: f"category set [{int(co[i])}, {int(co[i]) + int(cw[i])}) outside "
+                                      f"cat_bits of {nw} words")])
+
+        # every node of a tree is reached exactly once from its root: no cycles,
+        # no shared children, nothing unreachable
+        def count_parents(b):
+            inner = np.flatnonzero(~b.leaf)
+            b.parents = np.bincount(np.concatenate([b.base[inner] + b.l[inner], b.base[inner] + b.r[inner]]),
+                                    minlength=b.hi - b.lo)
+            b.root = np.zeros(b.hi - b.lo, bool)
+            b.root[b.roots] = True
+
+        scan([(lambda b: b.root & (b.parents > 0), lambda i, b: "the root is some node's child (a cycle)"),
+              (lambda b: ~b.root & (b.parents > 1), lambda i, b: f"node is the child of {b.parents[i - b.lo]} nodes"),
+              (lambda b: ~b.root & (b.parents == 0), lambda i, b: "node is unreachable from the root")],
+             count_parents)
+        # with one parent per non-root node and no parent for roots, a tree of
+        # k nodes has k - 1 edges; it is a tree iff every node is reachable,
+        # which holds iff there is no cycle: walk down from the roots to check.
+        for t0, t1 in tree_blocks(off):
+            b = block(t0, t1)
+            seen = np.zeros(b.hi - b.lo, dtype=bool)
+            frontier = b.roots
+            while frontier.size:
+                seen[frontier] = True
+                frontier = frontier[~b.leaf[frontier]]
+                base = b.base[frontier]
+                frontier = np.concatenate([base + b.l[frontier], base + b.r[frontier]])
+                if frontier.size and seen[frontier].any():
+                    raise self._bad("node is reached twice (a cycle)", *where(b.lo + int(frontier[seen[frontier]][0])))
+            unseen = np.flatnonzero(~seen)
+            if unseen.size:
+                raise self._bad("node is unreachable from the root (a cycle)", *where(b.lo + int(unseen[0])))
 
 
 # --------------------------------------------------------------------------- neural networks, k-means

@@ -34,20 +34,27 @@ class TreePlan:
     n_nodes: int
 
 
-def _bfs_order(est: ir.TreeEnsemble):
-    """Plan position of every IR node, each node's level, and the tree of each node."""
+def _bfs_order(est: ir.TreeEnsemble, t0: int = 0, t1: int | None = None):
+    """Plan position of every IR node of trees ``t0 .. t1 - 1`` (all by default), each node's
+    level, and the tree of each node. Nodes and positions count from the first node of tree
+    ``t0``: the run's nodes take the same stretch of the plan as of the IR."""
     off = np.asarray(est.tree_offsets, dtype=np.int64)
-    n, n_trees = est.n_nodes, est.n_trees
-    tree_of = np.repeat(np.arange(n_trees), np.diff(off))
-    left = np.asarray(est.left, dtype=np.int64)
-    right = np.asarray(est.right, dtype=np.int64)
+    t1 = est.n_trees if t1 is None else t1
+    lo, hi = int(off[t0]), int(off[t1])
+    n = hi - lo
+    sizes = np.diff(off[t0:t1 + 1])
+    tree_of = np.repeat(np.arange(t0, t1), sizes)
+    start = np.repeat(off[t0:t1] - lo, sizes)
+    left = np.asarray(est.left[lo:hi], dtype=np.int64)
+    right = np.asarray(est.right[lo:hi], dtype=np.int64)
     is_leaf = left < 0
-    glob_left = np.where(is_leaf, -1, left + off[tree_of])
-    glob_right = np.where(is_leaf, -1, right + off[tree_of])
+    glob_left = np.where(is_leaf, -1, left + start)
+    glob_right = np.where(is_leaf, -1, right + start)
+    del left, right, start
 
     level = np.empty(n, dtype=np.int64)
     found = []                         # nodes in order of discovery, level by level
-    frontier = off[:-1].copy()         # roots, in tree order
+    frontier = off[t0:t1] - lo         # roots, in tree order
     depth = 0
     while frontier.size:
         found.append(frontier)
@@ -58,7 +65,7 @@ def _bfs_order(est: ir.TreeEnsemble):
         depth += 1
     found = np.concatenate(found)
     # plan position -> IR node: by tree, then level, then discovery (a stable sort keeps it)
-    key = tree_of[found] * depth + level[found]
+    key = (tree_of[found] - t0) * depth + level[found]
     order = found[np.argsort(key, kind="stable")]
     pos = np.empty(n, dtype=np.int64)
     pos[order] = np.arange(n)
@@ -83,53 +90,66 @@ def _round_down_f64(t: np.ndarray, strict: np.ndarray) -> np.ndarray:
 
 
 def build_plan(est: ir.TreeEnsemble) -> TreePlan:
-    order, pos, level, tree_of, glob_left, is_leaf = _bfs_order(est)
-    n = est.n_nodes
-    split = (np.zeros(n, dtype=np.uint8) if est.split is None
-             else np.asarray(est.split, dtype=np.uint8))
-    member = ~is_leaf & (split == ir.SPLIT_MEMBER)
-    strict = ~is_leaf & (split == ir.SPLIT_LT)
-    miss = np.asarray(est.missing_left, dtype=bool) & ~is_leaf
-    thr = np.where(is_leaf | member, 0.0, np.asarray(est.threshold, dtype=np.float64))
-
-    t32 = _round_down_f32(thr, strict)
-    t64 = _round_down_f64(thr, strict) if est.compare == "float64" else None
-    # a NaN threshold means "no value goes left": fine unless NaN itself must go left
-    # (the record's `!(x > thr)` would then send everything left)
-    never = np.isnan(t32) | (np.isnan(t64) if t64 is not None else False)
-    if np.any(never & miss):
-        i = int(np.flatnonzero(never & miss)[0])
-        raise UnsupportedModelError(
-            f"{est.name}: tree {int(tree_of[i])}: node {i - int(est.tree_offsets[tree_of[i]])} sends only "
-            "NaN left (x < -inf with missing values going left); fastml cannot run this split")
-
-    fl = np.where(is_leaf, 0, np.asarray(est.feature, dtype=np.int64)).astype(np.uint32)
-    fl |= np.where(miss | is_leaf, MISS_LEFT, 0).astype(np.uint32)
-    fl |= np.where(member, CAT, 0).astype(np.uint32)
-    child = np.where(is_leaf, pos, pos[np.maximum(glob_left, 0)]).astype(np.int32)
-    t32[is_leaf] = np.inf
-    nodes32 = np.empty(n, dtype=_trees.NODE32)
-    nodes32["fl"], nodes32["thr"], nodes32["child"] = fl[order], t32[order], child[order]
-    nodes64 = None
-    if t64 is not None:
-        t64[is_leaf] = np.inf
-        nodes64 = np.empty(n, dtype=_trees.NODE64)
-        nodes64["fl"], nodes64["thr"], nodes64["child"] = fl[order], t64[order], child[order]
-
+    """The kernel's arrays, filled a run of whole trees at a time (``ir.tree_blocks``): a
+    run's nodes keep their stretch of the arrays, so the temporaries stay a few MB and the
+    memory needed is the IR's plus the plan's."""
+    n, n_trees = est.n_nodes, est.n_trees
     off = np.asarray(est.tree_offsets, dtype=np.int64)
-    depth = np.zeros(est.n_trees, dtype=np.int64)
-    np.maximum.at(depth, tree_of, level)
+    cmp64 = est.compare == "float64"
+    nodes32 = np.empty(n, dtype=_trees.NODE32)
+    nodes64 = np.empty(n, dtype=_trees.NODE64) if cmp64 else None
+    value = np.empty(est.value.shape)
+    local_id = np.empty(n, dtype=np.int32)   # tree-local ids are below 2**31 (int32 children)
+    root = np.empty(n_trees, dtype=np.int64)
+    depth = np.empty(n_trees, dtype=np.int64)
+    cat = {}
+    for t0, t1 in ir.tree_blocks(off):
+        lo, hi = int(off[t0]), int(off[t1])
+        order, pos, level, tree_of, glob_left, is_leaf = _bfs_order(est, t0, t1)
+        split = (np.zeros(hi - lo, dtype=np.uint8) if est.split is None
+                 else np.asarray(est.split[lo:hi], dtype=np.uint8))
+        member = ~is_leaf & (split == ir.SPLIT_MEMBER)
+        strict = ~is_leaf & (split == ir.SPLIT_LT)
+        miss = np.asarray(est.missing_left[lo:hi], dtype=bool) & ~is_leaf
+        thr = np.where(is_leaf | member, 0.0, np.asarray(est.threshold[lo:hi], dtype=np.float64))
+
+        t32 = _round_down_f32(thr, strict)
+        t64 = _round_down_f64(thr, strict) if cmp64 else None
+        # a NaN threshold means "no value goes left": fine unless NaN itself must go left
+        # (the record's `!(x > thr)` would then send everything left)
+        never = np.isnan(t32) | (np.isnan(t64) if t64 is not None else False)
+        if np.any(never & miss):
+            i = int(np.flatnonzero(never & miss)[0])
+            raise UnsupportedModelError(
+                f"{est.name}: tree {int(tree_of[i])}: node {lo + i - int(off[tree_of[i]])} sends only "
+                "NaN left (x < -inf with missing values going left); fastml cannot run this split")
+
+        fl = np.where(is_leaf, 0, np.asarray(est.feature[lo:hi], dtype=np.int64)).astype(np.uint32)
+        fl |= np.where(miss | is_leaf, MISS_LEFT, 0).astype(np.uint32)
+        fl |= np.where(member, CAT, 0).astype(np.uint32)
+        child = (np.where(is_leaf, pos, pos[np.maximum(glob_left, 0)]) + lo).astype(np.int32)
+        fl, child = fl[order], child[order]
+        t32[is_leaf] = np.inf
+        run = nodes32[lo:hi]
+        run["fl"], run["thr"], run["child"] = fl, t32[order], child
+        if t64 is not None:
+            t64[is_leaf] = np.inf
+            run = nodes64[lo:hi]
+            run["fl"], run["thr"], run["child"] = fl, t64[order], child
+        np.take(est.value[lo:hi], order, axis=0, out=value[lo:hi])
+        local_id[lo:hi] = order - (off[tree_of[order]] - lo)
+        root[t0:t1] = pos[off[t0:t1] - lo] + lo
+        depth[t0:t1] = level[order][off[t0 + 1:t1 + 1] - lo - 1]   # each tree's last node is its deepest
+        if member.any() and not cat:
+            cat = dict(cat_off=np.zeros(n, dtype=np.int64), cat_nw=np.zeros(n, dtype=np.int32),
+                       cat_bits=np.asarray(est.cat_bits), cat_exact=est.cat_exact)
+        if cat:
+            cat["cat_off"][lo:hi] = np.where(member, est.cat_offset[lo:hi], 0)[order]
+            cat["cat_nw"][lo:hi] = np.where(member, est.cat_nwords[lo:hi], 0)[order]
     base = (np.zeros(est.n_targets) if est.base_score is None
             else np.asarray(est.base_score, dtype=np.float64))
-    cat = {}
-    if member.any():
-        cat = dict(cat_off=np.where(member, est.cat_offset, 0)[order],
-                   cat_nw=np.where(member, est.cat_nwords, 0)[order],
-                   cat_bits=np.asarray(est.cat_bits), cat_exact=est.cat_exact)
     kernel = _trees.ForestKernel(
-        nodes32, nodes64, root=pos[off[:-1]], depth=depth,
+        nodes32, nodes64, root=root, depth=depth,
         target=None if est.tree_target is None else est.tree_target,
-        value=np.asarray(est.value)[order], base=base, n_features=est.n_features,
-        average=est.average, **cat)
-    local_id = (order - off[tree_of[order]]).astype(np.int64)
+        value=value, base=base, n_features=est.n_features, average=est.average, **cat)
     return TreePlan(kernel=kernel, local_id=local_id, max_depth=int(depth.max()), n_nodes=n)

@@ -262,7 +262,7 @@ class ForestNative(_Native):
 
     def apply(self, X) -> np.ndarray:
         _, lv = self._raw(X, self._T, leaves=True)
-        return self._plan.local_id.take(lv)
+        return self._plan.local_id.take(lv).astype(np.int64, copy=False)
 
     def predict_proba(self, X) -> np.ndarray:
         if self._proba is None:
