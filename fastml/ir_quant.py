@@ -12,6 +12,12 @@ row's range (dynamic) or fixed per layer from calibration data
 of products are exact int32. ``dequantized()`` gives the float IR whose
 weights are exactly ``scale * Q`` (what the int8 model approximates apart from
 its activation rounding).
+
+A :class:`QLinear` may also hold its float coefficients (``float_coef``, the
+float64 ones it was quantized from): then the native int8 kernel bounds each
+row's score error and recomputes in float the rows whose label (and, with
+``tolerance``, whose values) could differ from the float model's (see
+:mod:`fastml.quantize`).
 """
 from __future__ import annotations
 
@@ -59,7 +65,9 @@ class QLinear:
     """A linear model with int8 coefficients: ``coef ~ coef_scale[:, None] * coef_q``.
 
     Everything else (classes, ``proba``, ``flat``) means what it means in
-    :class:`fastml.ir.Linear`.
+    :class:`fastml.ir.Linear`. ``float_coef`` (the float64 coefficients) turns on the
+    exact-argmax guard; ``tolerance = (rtol, atol)`` (needs ``float_coef``) also certifies
+    the values returned.
     """
 
     coef_q: np.ndarray                    # (n_targets, n_features) int8
@@ -71,6 +79,8 @@ class QLinear:
     flat: bool = False
     input_ranges: Optional[np.ndarray] = None  # (1, 2) static activation range, or None: per row
     name: str = "Linear"
+    float_coef: Optional[np.ndarray] = None    # (n_targets, n_features) float64: the guard's recheck, or None
+    tolerance: Optional[Tuple[float, float]] = None  # (rtol, atol) the guard certifies values within, or None
 
     @property
     def n_features(self) -> int:
@@ -96,7 +106,23 @@ class QLinear:
             raise InvalidModelError(f"{self.name}: {q.shape[1]} features; the int8 kernel takes fewer than {MAX_INPUTS}")
         self.dequantized().validate()  # intercept, classes, proba and flat rules
         r = _ranges(self.input_ranges, 1, self.name)
-        ir._frozen(*(a for a in (q, s, r) if a is not None))
+        fc = None
+        if self.float_coef is not None:
+            fc = np.asarray(self.float_coef)
+            if fc.shape != q.shape or fc.dtype != np.float64 or not np.all(np.isfinite(fc)):
+                raise InvalidModelError(f"{self.name}: float_coef must be finite float64 of shape {q.shape} "
+                                        f"(the coefficients the int8 ones approximate), got {fc.dtype} {fc.shape}")
+        if self.tolerance is not None:
+            t = self.tolerance
+            ok = isinstance(t, tuple) and len(t) == 2 and all(
+                isinstance(v, (int, float)) and np.isfinite(v) and v >= 0 for v in t)
+            if not ok:
+                raise InvalidModelError(f"{self.name}: tolerance must be a tuple (rtol, atol) of finite "
+                                        f"numbers >= 0, got {t!r}")
+            if fc is None:
+                raise InvalidModelError(f"{self.name}: tolerance needs float_coef (the guard recomputes "
+                                        "rows with the float coefficients)")
+        ir._frozen(*(a for a in (q, s, r, fc) if a is not None))
         return self
 
 

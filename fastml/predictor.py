@@ -308,7 +308,17 @@ class Predictor:
         return self
 
     def save(self, path) -> None:
-        """Write the model as ONNX (the original graph, or a skl2onnx export without ZipMap)."""
+        """Write the model as ONNX (the original graph, or a skl2onnx export without ZipMap).
+        A quantized model: int8 linear models and MLPs write ONNX Runtime's int8 graph (what the
+        onnxruntime int8 backend runs, see :func:`fastml.quantize.quantized_onnx`); quantized trees
+        and SVMs raise UnsupportedModelError (save the float model instead)."""
+        from .quantize import quantized_onnx
+
+        data = quantized_onnx(self.ir, self._backends.get("onnxruntime"))  # None: a float model
+        if data is not None:
+            with open(os.fspath(path), "wb") as f:
+                f.write(data)
+            return
         if self._onnx is not None:
             proto = self._onnx
         elif self._estimator is not None:

@@ -18,6 +18,45 @@
   quantized (lossy: see ``kernels/src/fm_qsvm.h``); sizes against the float64
   the float SVM kernel holds.
 
+Exact argmax for int8 linear models (on by default)
+----------------------------------------------------
+A :class:`~fastml.ir_quant.QLinear` keeps its float64 coefficients next to
+the int8 ones (``quantize(..., exact_argmax=True)``, the default; ``False``
+drops them). For every row the int8 kernel then bounds, from the
+quantization steps, how far each int8 score can lie from the float kernel's:
+
+    |f_c - y_c| <= E ||w_c||_1 + ||x^||_1 max_k |w_ck - w^_ck| + 1e-6 (...)
+
+with E the row's largest activation rounding error (s/2 for a dynamic row of
+scale s, plus float32 slack; measured per element for static ranges), x^ the
+dequantized row, w^ the int8 weights as scaled; the last term covers the
+float32 epilogue and the float kernel's own rounding (derivation in
+``kernels/src/fm_int8.h``). A row whose top int8 score minus its bound is
+not above every other score plus its bound (binary: ``|y| <= bound``) could
+change label: the kernel recomputes it from the input with the float
+coefficients, with the float linear kernel's own loops, in the same C call.
+So ``predict`` equals the float model's ``predict`` on every row, by
+construction. ``tolerance=(rtol, atol)`` (e.g. ``ORT_TOLERANCE = (1e-2,
+0.05)``, ONNX Runtime's quantization tests' tolerance; default ``None``:
+labels only) also recomputes rows whose returned values could lie beyond
+``atol + rtol |f|`` from the float model's: scores directly, softmax /
+logistic probabilities through ``p / p^ in [e^-2B, e^2B]`` (B the row's
+largest score bound). It is not the default: the bound is a worst case over
+the rounding of every feature, about 5-10x the typical error at 64-100
+features, so on the digits and benchmark workloads it rechecks (nearly) every
+row's probabilities and the int8 model runs at float speed or slower. The
+labels-only guard rechecks the rows near a tie (0.3-4% on digits, about 45% on
+the benchmark's 10 near-tied classes). The report records the fraction of
+rows recomputed. Cost: the float64
+coefficients (8 bytes per weight, counted in ``bytes_quantized`` and shown as
+``bytes_guard``: the int8 model is then larger than the float32 one; it is
+faster, not smaller), and per row one pass over its uint8 codes plus O(n_targets)
+work; rechecked rows cost one float row each. The guard lives in the native
+kernel: the onnxruntime int8 backend and ``Predictor.save`` (ONNX Runtime's
+own int8 graph) have no guard. Through ``Predictor``, ``quantize="int8"`` gets
+the defaults; for other settings quantize with this function and pass the
+IR to ``Predictor``.
+
 Every quantized model carries a :class:`QuantizationReport`: agreement of
 labels with the float model, max and mean absolute difference of its
 probabilities (or scores, or values), parameter bytes before and after. It is
@@ -49,7 +88,12 @@ class QuantizationReport:
     the float model's; ``max_abs_diff`` / ``mean_abs_diff``: over every entry of
     ``compared`` (``predict_proba``, ``decision_function`` or ``predict``);
     ``None`` where no rows were given. Sizes are the parameters as the kernels
-    hold them: the float model in float32, the quantized one as stored.
+    hold them: the float model in float32, the quantized one as stored
+    (``bytes_guard``: the float64 coefficients an exact-argmax linear model keeps,
+    included in ``bytes_quantized``). ``guard``: what the exact-argmax guard
+    certifies ("off" without one); ``recheck_labels`` / ``recheck_values``:
+    fraction of the rows whose ``predict`` / ``compared`` output the guard
+    recomputed in float (``None`` without a guard or without rows).
     """
 
     scheme: str
@@ -62,6 +106,10 @@ class QuantizationReport:
     mean_abs_diff: Optional[float]
     bytes_float: int
     bytes_quantized: int
+    guard: str = "off"
+    recheck_labels: Optional[float] = None
+    recheck_values: Optional[float] = None
+    bytes_guard: int = 0
 
     @property
     def size_ratio(self) -> float:
@@ -73,12 +121,20 @@ class QuantizationReport:
         return d
 
     def __str__(self) -> str:
-        size = f"{self.bytes_float:,} -> {self.bytes_quantized:,} bytes ({self.size_ratio:.1f}x smaller)"
+        r = self.size_ratio
+        size = (f"{self.bytes_float:,} -> {self.bytes_quantized:,} bytes "
+                + (f"({r:.1f}x smaller)" if r >= 1 else f"({1 / r:.1f}x larger)"))
+        if self.bytes_guard:
+            size += f", of which {self.bytes_guard:,} the guard's float64 coefficients"
+        guard = "" if self.guard == "off" else f"; guard: {self.guard}"
         if self.rows == 0:
-            return f"{self.scheme} ({self.activations}): {size}; agreement not measured (no rows given)"
+            return f"{self.scheme} ({self.activations}): {size}; agreement not measured (no rows given){guard}"
         agree = "" if self.agreement is None else f"labels agree {self.agreement:.2%}, "
+        if self.recheck_values is not None:
+            guard += (f" (rows recomputed in float: {self.recheck_values:.2%} of {self.compared}"
+                      + ("" if self.recheck_labels is None else f", {self.recheck_labels:.2%} of predict") + ")")
         return (f"{self.scheme} ({self.activations}): {agree}max |diff| {self.max_abs_diff:.3g}, mean |diff| "
-                f"{self.mean_abs_diff:.3g} ({self.compared}, {self.rows:,} {self.data}); {size}")
+                f"{self.mean_abs_diff:.3g} ({self.compared}, {self.rows:,} {self.data}); {size}{guard}")
 
 
 # --------------------------------------------------------------------------- weights
@@ -121,11 +177,23 @@ def _input_ranges(pipe: ir.Pipeline, X: np.ndarray) -> np.ndarray:
     return np.array(ranges, dtype=np.float64)
 
 
-def _quantize_linear(est: ir.Linear, ranges) -> QLinear:
+def _quantize_linear(est: ir.Linear, ranges, exact_argmax: bool = True, tolerance=None) -> QLinear:
     Q, scale = quantize_columns(est.coef.T)
     return QLinear(coef_q=np.ascontiguousarray(Q.T), coef_scale=scale, intercept=est.intercept,
                    is_classifier=est.is_classifier, classes=est.classes, proba=est.proba, flat=est.flat,
-                   input_ranges=ranges, name=est.name)
+                   input_ranges=ranges, name=est.name,
+                   float_coef=np.asarray(est.coef, dtype=np.float64) if exact_argmax else None,
+                   tolerance=tolerance if exact_argmax else None)
+
+
+def guard_description(est) -> str:
+    """What a quantized estimator's exact-argmax guard certifies ("off" without one)."""
+    if not isinstance(est, QLinear) or est.float_coef is None:
+        return "off"
+    what = "labels equal the float model's" if est.is_classifier else "no labels (a regressor)"
+    if est.tolerance is not None:
+        what += f"; values within atol {est.tolerance[1]:g} + rtol {est.tolerance[0]:g} |float|"
+    return what + " (uncertain rows recomputed in float)"
 
 
 def _quantize_mlp(est: ir.MLP, ranges) -> QMLP:
@@ -142,12 +210,20 @@ def _param_bytes(est) -> Tuple[int, int]:
         return est.param_bytes()
     if isinstance(est, QLinear):
         k, f = est.coef_q.shape
-        return 4 * (k * f + k), k * f + 4 * 2 * k
+        return 4 * (k * f + k), k * f + 4 * 2 * k + _guard_bytes(est)
     if isinstance(est, QMLP):
         fl = sum(4 * (q.size + q.shape[1]) for q in est.weights_q)
         qu = sum(q.size + 4 * 2 * q.shape[1] for q in est.weights_q)
         return fl, qu
     raise UnsupportedModelError(f"no size rule for {type(est).__name__}")
+
+
+def _guard_bytes(est) -> int:
+    """The exact-argmax guard's float64 coefficients and intercept."""
+    if not isinstance(est, QLinear) or est.float_coef is None:
+        return 0
+    k, f = est.coef_q.shape
+    return 8 * (k * f + k)
 
 
 # --------------------------------------------------------------------------- public
@@ -172,7 +248,33 @@ def _rows(X, n_features: int, what: str, finite: bool = True) -> np.ndarray:
     return X
 
 
-def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 1):
+#: ONNX Runtime's quantization tests' (rtol, atol): a value tolerance the guard can certify
+#: (``quantize(..., tolerance=ORT_TOLERANCE)``; not the default, see the module docstring)
+ORT_TOLERANCE = (1e-2, 0.05)
+_DEFAULT = object()
+
+
+def _tolerance(exact_argmax, tolerance):
+    if not isinstance(exact_argmax, (bool, np.bool_)):
+        raise InvalidOptionError(f"exact_argmax must be True or False, got {exact_argmax!r}")
+    if tolerance is _DEFAULT:  # labels only: the value certificate rechecks too many rows to be the default
+        return None
+    if tolerance is None:
+        return None
+    if not exact_argmax:
+        raise InvalidOptionError("tolerance needs exact_argmax=True (the guard recomputes rows with the float "
+                                 "coefficients, which exact_argmax=False drops)")
+    try:
+        rtol, atol = (float(v) for v in tolerance)
+    except (TypeError, ValueError):
+        raise InvalidOptionError(f"tolerance must be (rtol, atol), got {tolerance!r}") from None
+    if not (np.isfinite(rtol) and np.isfinite(atol) and rtol >= 0 and atol >= 0):
+        raise InvalidOptionError(f"tolerance (rtol, atol) must be finite and >= 0, got {tolerance!r}")
+    return rtol, atol
+
+
+def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 1, exact_argmax: bool = True,
+             tolerance=_DEFAULT):
     """Quantize a model: ``(quantized IR, QuantizationReport)``.
 
     Parameters
@@ -188,16 +290,27 @@ def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 
         (and ``"int8-static"`` takes its ranges from them).
     n_threads : int
         Threads for measuring the report.
+    exact_argmax : bool
+        Linear models: keep the float64 coefficients so that the native int8 kernel
+        recomputes in float every row whose label could differ from the float model's
+        (see "Exact argmax" above). ``False``: plain int8 (4x smaller than float32).
+        Other families ignore it.
+    tolerance : (rtol, atol) or None
+        Linear models with ``exact_argmax``: also recompute rows whose returned values
+        (scores, probabilities) could lie beyond ``atol + rtol |float|`` (e.g.
+        ``ORT_TOLERANCE``); default ``None``: labels only.
 
     Raises
     ------
     InvalidOptionError
-        An unknown scheme, "int8-static" without calibration rows, or for a kernel SVM.
+        An unknown scheme, "int8-static" without calibration rows, or for a kernel SVM;
+        ``exact_argmax`` not a bool; a bad ``tolerance``, or one with ``exact_argmax=False``.
     UnsupportedModelError
         A model family with no quantized form (k-means).
     """
     if scheme not in SCHEMES:
         raise InvalidOptionError(f"unknown quantization {scheme!r}; choose one of {SCHEMES}")
+    tol = _tolerance(exact_argmax, tolerance)
     model_ir = _as_ir(model)
     pipe = ir.as_pipeline(model_ir)
     est = pipe.estimator
@@ -208,7 +321,8 @@ def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 
         if static and X is None:
             raise InvalidOptionError("int8-static quantization needs calibration rows (calibration=X)")
         ranges = _input_ranges(pipe, X) if static else None
-        qest = (_quantize_linear if isinstance(est, ir.Linear) else _quantize_mlp)(est, ranges)
+        qest = (_quantize_linear(est, ranges, bool(exact_argmax), tol) if isinstance(est, ir.Linear)
+                else _quantize_mlp(est, ranges))
         activations = ("uint8 activations, ranges from calibration" if static
                        else "uint8 activations per row")
     elif trees:
@@ -237,7 +351,7 @@ def _sizes_only(qest, scheme: str, activations: str) -> QuantizationReport:
     fb, qb = _param_bytes(qest)
     return QuantizationReport(scheme=scheme, activations=activations, compared="-", rows=0, data="-",
                               agreement=None, max_abs_diff=None, mean_abs_diff=None, bytes_float=fb,
-                              bytes_quantized=qb)
+                              bytes_quantized=qb, guard=guard_description(qest), bytes_guard=_guard_bytes(qest))
 
 
 def _compared(est) -> str:
@@ -268,9 +382,58 @@ def measure(float_model, quantized_model, X, *, n_threads: int = 1, data: str = 
         same = np.asarray(f_run.predict(X)) == np.asarray(q_run.predict(X))
         agreement = float(np.mean(same.all(axis=1) if same.ndim == 2 else same))  # multilabel: every label
     fb, qb = _param_bytes(est)
-    return QuantizationReport(scheme=scheme, activations=activations or "-", compared=what, rows=int(X.shape[0]),
+    n = int(X.shape[0])
+    recheck = getattr(q_run, "rechecked", None)
+    r_values = recheck(X, what) if recheck is not None else None
+    r_labels = recheck(X, "predict") if recheck is not None and est.is_classifier else None
+    return QuantizationReport(scheme=scheme, activations=activations or "-", compared=what, rows=n,
                               data=data, agreement=agreement, max_abs_diff=float(diff.max()),
-                              mean_abs_diff=float(diff.mean()), bytes_float=fb, bytes_quantized=qb)
+                              mean_abs_diff=float(diff.mean()), bytes_float=fb, bytes_quantized=qb,
+                              guard=guard_description(est), bytes_guard=_guard_bytes(est),
+                              recheck_labels=None if r_labels is None else r_labels / n,
+                              recheck_values=None if r_values is None else r_values / n)
+
+
+def quantized_onnx(model, ort_backend=None) -> Optional[bytes]:
+    """The int8 ONNX graph of a quantized model (IR): ONNX Runtime's own quantization of it, the
+    graph the onnxruntime int8 backend runs (input ``X``, output ``values``: scores of a linear
+    model, the last layer after its activation for an MLP; no exact-argmax guard). ``None``
+    for float models. ``ort_backend``: that backend where one exists (its graph is reused:
+    a static model's QDQ graph needs the calibration rows it was built with).
+
+    Raises
+    ------
+    UnsupportedModelError
+        Quantized trees and kernel SVMs (no ONNX encoding of their quantized form), and an
+        "int8-static" model without its onnxruntime backend.
+    BackendUnavailableError
+        onnxruntime.quantization is not installed.
+    """
+    if model is None:
+        return None
+    est = ir.as_pipeline(model).estimator
+    if isinstance(est, (QTrees, QKernelSVM)):
+        raise UnsupportedModelError(
+            f"{est.name}: the {type(est).__name__} quantized form has no ONNX representation (ONNX has no "
+            "operator for its uint16-binned trees / uint8-row SVM kernel); save the float model instead: "
+            "fastml.Predictor(estimator).save(path)")
+    if not isinstance(est, (QLinear, QMLP)):
+        return None
+    data = getattr(ort_backend, "onnx_bytes", None)
+    if data is not None:
+        return data
+    if est.input_ranges is not None:
+        raise UnsupportedModelError(
+            f"{est.name}: an int8-static model's ONNX graph is ONNX Runtime's quantize_static over the "
+            "calibration rows, which fastml does not keep; create the Predictor with backend='auto' or "
+            "'onnxruntime' (and calibration=X) to save it")
+    from .backends.ort_int8 import ort_quantized
+    from .errors import BackendUnavailableError
+
+    try:
+        return ort_quantized(model)[0]
+    except ImportError as e:
+        raise BackendUnavailableError(f"saving an int8 model needs onnxruntime.quantization: {e}") from None
 
 
 def quantized_backend(name: str, model) -> Optional[Any]:

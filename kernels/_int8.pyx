@@ -6,6 +6,12 @@ once (with each column's scale, bias and sum of weights), and runs the C
 driver with the GIL released: blocks of rows on OpenMP threads, small calls
 inline on the calling thread.
 
+A one-layer (linear) kernel may carry a guard (``guard=(coef, intercept, labels,
+rtol, atol)``, see "Guard" in ``src/fm_int8.h``): the float64 coefficients in
+the float linear kernel's layout and per-target bounds, so that rows whose
+label (or, with ``atol >= 0``, whose values) could differ from the float
+kernel's beyond the bound are recomputed in float, in C, inside the same call.
+
 ``HAS_VNNI`` says whether this build's tiles are AVX-512 VNNI ``vpdpbusd``
 (uint8 x int8 -> int32); without it a portable C loop computes the same
 integers. ``Int8Kernel(..., portable=True)`` uses the portable loop even
@@ -37,8 +43,20 @@ cdef extern from "fm_int8.h" nogil:
         Py_ssize_t width
         Py_ssize_t kmax
         int portable
+        const fm_q8_guard *guard
+    ctypedef struct fm_q8_guard:
+        const double *w
+        const double *b
+        Py_ssize_t fp
+        const double *l1
+        const double *dw
+        const double *wq
+        int labels
+        double rtol
+        double atol
     int fm_q8_run(const fm_q8 *m, const void *X, int x32, Py_ssize_t rs, Py_ssize_t n, int kind,
-                  double *out, Py_ssize_t *idx, int n_threads, Py_ssize_t min_parallel)
+                  double *out, Py_ssize_t *idx, int n_threads, Py_ssize_t min_parallel,
+                  Py_ssize_t *rechecked)
     int FM_Q8_VNNI
 
 cdef enum:
@@ -92,6 +110,9 @@ cdef class Int8Kernel:
     activation, out_activation : names in ``ACTIVATIONS`` (hidden layers, last layer)
     input_scales, input_zeros : per layer, static activation quantization; None: dynamic per row
     portable : use the portable C tiles even where VNNI is compiled in
+    guard : one identity layer only: ``(coef, intercept, labels, rtol, atol)``, the float64
+        coefficients ``(n_out, n_in)`` and intercept the int8 weights approximate; ``labels``:
+        certify argmax / sign; ``atol >= 0``: also certify the values within ``atol + rtol |f|``
 
     ``run`` returns 0 when done, 1 when X holds NaN or infinity (outputs are then
     undefined) and -1 when X is not in kernel layout (the caller converts X and
@@ -108,10 +129,11 @@ cdef class Int8Kernel:
     cdef const int32_t **cs
     cdef const float **b
     cdef readonly Py_ssize_t n_features, n_outputs, min_parallel
-    cdef readonly bint portable
+    cdef readonly bint portable, guarded
+    cdef fm_q8_guard g
 
     def __cinit__(self, weights, scales, biases, str activation, str out_activation,
-                  input_scales=None, input_zeros=None, bint portable=False):
+                  input_scales=None, input_zeros=None, bint portable=False, guard=None):
         cdef Py_ssize_t L = len(weights), l
         if L < 1 or len(scales) != L or len(biases) != L:
             raise ValueError("one scale and bias array per weight matrix, at least one layer")
@@ -183,7 +205,42 @@ cdef class Int8Kernel:
         self.portable = portable or not FM_Q8_VNNI
         self.n_features = self.dims[0]
         self.n_outputs = self.dims[L]
+        self.m.guard = NULL
+        self.guarded = guard is not None
+        if guard is not None:
+            self._set_guard(weights[0], scales[0], guard)
         self.min_parallel = max(MIN_PARALLEL_ROWS, PARALLEL_MACS // max(macs, 1) + 1)
+
+    cdef _set_guard(self, Q, scales, guard):
+        coef, intercept, labels, rtol, atol = guard
+        cdef Py_ssize_t F = self.dims[0], T = self.dims[1], Fp = (F + 7) // 8 * 8
+        if self.m.n_layers != 1 or self.m.outact != 0:
+            raise ValueError("a guard needs one layer with the identity activation")
+        C = np.asarray(coef, dtype=np.float64)
+        bb = np.ascontiguousarray(np.asarray(intercept, dtype=np.float64).reshape(-1))
+        if C.shape != (T, F) or bb.shape != (T,) or not (np.all(np.isfinite(C)) and np.all(np.isfinite(bb))):
+            raise ValueError(f"guard: coef must be finite ({T}, {F}) and intercept finite ({T},)")
+        if not (np.isfinite(rtol) and rtol >= 0 and np.isfinite(atol)):
+            raise ValueError("guard: rtol must be finite >= 0 and atol finite (< 0: labels only)")
+        cdef cnp.ndarray W = np.zeros((T, Fp))  # the float linear kernel's layout
+        W[:, :F] = C
+        # the int8 weights as the kernel scales them (float32 scales), in float64: exact products
+        What = np.asarray(Q, dtype=np.float64).T * np.asarray(scales, dtype=np.float32).astype(np.float64)[:, None]
+        up = 1.0 + 1e-12  # rounds the float64 sums and differences up
+        cdef cnp.ndarray L1 = np.ascontiguousarray(np.abs(C).sum(axis=1) * up)
+        cdef cnp.ndarray DW = np.ascontiguousarray(np.abs(C - What).max(axis=1) * up)
+        cdef cnp.ndarray WQ = np.ascontiguousarray(np.abs(What).max(axis=1) * up)
+        self.keep += [W, bb, L1, DW, WQ]
+        self.g.w = <const double *> cnp.PyArray_DATA(W)
+        self.g.b = <const double *> cnp.PyArray_DATA(bb)
+        self.g.fp = Fp
+        self.g.l1 = <const double *> cnp.PyArray_DATA(L1)
+        self.g.dw = <const double *> cnp.PyArray_DATA(DW)
+        self.g.wq = <const double *> cnp.PyArray_DATA(WQ)
+        self.g.labels = bool(labels)
+        self.g.rtol = rtol
+        self.g.atol = atol
+        self.m.guard = &self.g
 
     def __dealloc__(self):
         free(self.dims)
@@ -194,10 +251,12 @@ cdef class Int8Kernel:
         free(<void *> self.cs)
         free(<void *> self.b)
 
-    def run(self, cnp.ndarray X, cnp.ndarray out, int kind, int n_threads=1):
+    def run(self, cnp.ndarray X, cnp.ndarray out, int kind, int n_threads=1, cnp.ndarray rechecked=None):
         """Fill ``out`` (float64 values or [1 - p, p]; intp indices for ``ARGMAX``), C-contiguous.
         A ``kind`` from :func:`with_activation` also overrides the last layer's activation for
-        this call (a linear model's scores and probabilities share one kernel)."""
+        this call (a linear model's scores and probabilities share one kernel). ``rechecked``
+        (guarded kernels): an intp array whose first entry gets the number of rows recomputed
+        in float."""
         cdef int out_activation = (kind >> 4) - 1
         kind &= 15
         cdef int xk = x_kind(X, self.n_features)
@@ -224,13 +283,16 @@ cdef class Int8Kernel:
         else:
             op = <double *> cnp.PyArray_DATA(out)
         cdef int r
+        cdef Py_ssize_t redo = 0
         cdef fm_q8 m = self.m
         if out_activation >= 0:
             if out_activation > 5:
                 raise ValueError(f"unknown activation {out_activation}")
             m.outact = out_activation
         with nogil:
-            r = fm_q8_run(&m, xp, xk, rs, n, kind, op, ip, n_threads, self.min_parallel)
+            r = fm_q8_run(&m, xp, xk, rs, n, kind, op, ip, n_threads, self.min_parallel, &redo)
+        if rechecked is not None:
+            rechecked[0] = redo
         if r < 0:
             raise MemoryError("fastml int8 kernel: out of memory for scratch rows")
         return r

@@ -325,3 +325,165 @@ def test_dequantized_model_is_the_int8_weights():
     X = rng.normal(size=(20, 5))
     r = measure(mlp, q, X)
     assert r.agreement is None and r.compared == "predict" and r.max_abs_diff < 0.1
+
+
+# --------------------------------------------------------------------------- exact-argmax guard
+
+def _near_tied():
+    """10 near-tied classes (the benchmark workload's recipe, smaller): plain int8 flips labels."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = make_classification(n_samples=6000, n_features=100, n_informative=60, n_classes=10, random_state=0)
+    est = LogisticRegression(max_iter=300).fit(X[:3000], y[:3000])
+    return est, X[3000:]
+
+
+@pytest.fixture(scope="module")
+def near_tied():
+    return _near_tied()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scheme", ["int8", "int8-static"])
+def test_guard_gives_the_float_labels_on_every_row(near_tied, dtype, scheme):
+    est, X = near_tied
+    X = X.astype(dtype)
+    flt = fastml.Predictor(est, backend="native", n_threads=2)
+    q, rep = fastml.quantize(est, scheme, calibration=X[:500])
+    plain, _ = fastml.quantize(est, scheme, calibration=X[:500], exact_argmax=False)
+    p, p0 = fastml.Predictor(q, backend="native", n_threads=2), fastml.Predictor(plain, backend="native")
+    want = flt.predict(X)
+    assert np.mean(p0.predict(X) == want) < 1.0  # without the guard int8 flips some labels here
+    np.testing.assert_array_equal(p.predict(X), want)
+    np.testing.assert_array_equal(p.predict_proba(X).argmax(axis=1), flt.predict_proba(X).argmax(axis=1))
+    np.testing.assert_array_equal(p.decision_function(X).argmax(axis=1), want)
+    # single rows take the same decisions
+    for i in range(0, 300, 7):
+        assert p.predict(X[i:i + 1])[0] == want[i]
+    # rechecked rows are the float kernel's output; the others the plain int8 kernel's
+    P, P0, PF = p.predict_proba(X), p0.predict_proba(X), flt.predict_proba(X)
+    redo = np.any(P != P0, axis=1)
+    # (static ranges from 500 rows clamp many held-out rows: most are rechecked)
+    assert 0 < redo.mean() < (0.8 if scheme == "int8" else 1.0)
+    assert np.all(P0.argmax(axis=1)[~redo] == want[~redo])
+    np.testing.assert_allclose(P[redo], PF[redo], rtol=1e-12, atol=1e-15)
+
+
+def test_guard_on_binary_and_regressors(demo):
+    for name in ("LogisticRegression breast_cancer", "LinearSVC wine", "Ridge diabetes",
+                 "SGDClassifier modified_huber wine"):
+        est, Xtr, Xte = demo[name]
+        X = np.vstack([Xtr, Xte])
+        flt = fastml.Predictor(est, backend="native")
+        p = fastml.Predictor(est, quantize="int8", calibration=Xtr, backend="native")
+        if name.startswith("Ridge"):
+            assert p.quantization_report.recheck_labels is None
+            continue
+        np.testing.assert_array_equal(p.predict(X), flt.predict(X))
+        assert p.quantization_report.agreement == 1.0
+
+
+@pytest.mark.parametrize("name", [n for n in _demo_models() if not n.startswith("MLP")])
+def test_guard_with_tolerance_certifies_values(demo, name):
+    est, Xtr, Xte = demo[name]
+    m = _method(est)
+    q, rep = fastml.quantize(est, "int8", calibration=Xtr, tolerance=(1e-2, 0.05))
+    p = fastml.Predictor(q, backend="native")
+    got, want = getattr(p, m)(Xte), getattr(est, m)(Xte)
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=0.05)
+    assert 0 <= rep.recheck_values <= 1
+
+
+def test_guard_bound_holds_on_adversarial_rows():
+    """Random models and rows built to sit near ties (two classes with nearly equal weights,
+    a feature of large range): the guarded predict must equal the float kernel's."""
+    rng = np.random.default_rng(11)
+    for trial in range(6):
+        F, T = rng.integers(3, 90), rng.integers(2, 40)
+        W = rng.normal(size=(T, F))
+        W[1] = W[0] + rng.normal(0, 1e-3, F)
+        b = rng.normal(size=T) * 0.1
+        lin = ir.Linear(coef=W, intercept=b, is_classifier=True, classes=np.arange(T), proba="softmax").validate()
+        X = rng.normal(size=(2000, F)) * rng.choice([1e-3, 1.0, 1e3], size=(1, F))
+        X[::3, 0] *= 50
+        q, _ = fastml.quantize(lin)
+        for dt in (np.float32, np.float64):
+            Xd = X.astype(dt)
+            flt = fastml.Predictor(lin, backend="native", n_threads=2)
+            p = fastml.Predictor(q, backend="native", n_threads=2)
+            np.testing.assert_array_equal(p.predict(Xd), flt.predict(Xd))
+
+
+def test_report_shows_guard_and_sizes(near_tied):
+    est, X = near_tied
+    q, rep = fastml.quantize(est, "int8", calibration=X)
+    k, f = 10, 100
+    assert rep.bytes_guard == 8 * (k * f + k) and rep.bytes_quantized == k * f + 8 * k + rep.bytes_guard
+    assert rep.agreement == 1.0 and 0 < rep.recheck_labels < 1 and rep.recheck_values is not None
+    native = fastml.Predictor(q, backend="native")._backends["native"]
+    assert rep.recheck_labels == native.rechecked(X, "predict") / len(X)
+    assert "guard" in str(rep) and "recomputed in float" in str(rep)
+    q0, rep0 = fastml.quantize(est, "int8", calibration=X, exact_argmax=False)
+    assert rep0.guard == "off" and rep0.recheck_labels is None and rep0.bytes_guard == 0
+    assert rep0.agreement < 1.0 and rep0.size_ratio > 3.5
+    assert ir.as_pipeline(q0).estimator.float_coef is None
+
+
+def test_guard_options_and_ir_are_checked(near_tied):
+    est, _ = near_tied
+    with pytest.raises(InvalidOptionError, match="exact_argmax"):
+        fastml.quantize(est, "int8", exact_argmax="yes")
+    with pytest.raises(InvalidOptionError, match="needs exact_argmax"):
+        fastml.quantize(est, "int8", exact_argmax=False, tolerance=(0.01, 0.05))
+    with pytest.raises(InvalidOptionError, match="finite"):
+        fastml.quantize(est, "int8", tolerance=(-1, 0.05))
+    with pytest.raises(InvalidOptionError, match="rtol, atol"):
+        fastml.quantize(est, "int8", tolerance="tight")
+    q, _ = fastml.quantize(est, "int8")
+    with pytest.raises(InvalidModelError, match="float_coef"):
+        ir.replace(q, float_coef=q.float_coef[:, :5]).validate()
+    with pytest.raises(InvalidModelError, match="tolerance needs float_coef"):
+        ir.replace(q, float_coef=None, tolerance=(0.01, 0.05)).validate()
+    with pytest.raises(InvalidModelError, match="tolerance"):
+        ir.replace(q, tolerance=(0.01, float("nan"))).validate()
+
+
+# --------------------------------------------------------------------------- save
+
+@pytest.mark.parametrize("name", ["LogisticRegression digits", "MLPClassifier digits", "LinearSVC wine"])
+@pytest.mark.parametrize("scheme", ["int8", "int8-static"])
+def test_save_writes_the_onnxruntime_int8_graph(demo, tmp_path, name, scheme):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime.quantization")
+    est, Xtr, Xte = demo[name]
+    p = fastml.Predictor(est, quantize=scheme, calibration=Xtr, backend="onnxruntime")
+    path = tmp_path / "int8.onnx"
+    p.save(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert any(n.op_type in ("DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "DequantizeLinear")
+               for n in __import__("onnx").load(str(path)).graph.node)
+    X = Xte.astype(np.float32)
+    got = sess.run(["values"], {"X": X})[0].astype(np.float64)
+    np.testing.assert_array_equal(got, p._backends["onnxruntime"]._values(X))
+    if scheme == "int8":  # a native-only Predictor writes the same graph
+        pn = fastml.Predictor(est, quantize=scheme, calibration=Xtr, backend="native")
+        pn.save(tmp_path / "n.onnx")
+        np.testing.assert_array_equal(ort.InferenceSession(str(tmp_path / "n.onnx"), providers=[
+            "CPUExecutionProvider"]).run(["values"], {"X": X})[0], got.astype(np.float32))
+    else:
+        with pytest.raises(UnsupportedModelError, match="calibration"):
+            fastml.Predictor(est, quantize=scheme, calibration=Xtr, backend="native").save(tmp_path / "s.onnx")
+
+
+def test_save_refuses_quantized_trees_and_svms(tmp_path):
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.svm import SVC
+
+    X, y = load_iris(return_X_y=True)
+    for est in (RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y), SVC().fit(X, y)):
+        p = fastml.Predictor(est, quantize="int8", backend="native")
+        with pytest.raises(UnsupportedModelError, match="no ONNX representation"):
+            p.save(tmp_path / "q.onnx")
+        assert not (tmp_path / "q.onnx").exists()

@@ -96,12 +96,16 @@ class Int8Native(QuantizedHead, _Native):
         super().__init__(model, n_threads=n_threads, max_rows=max_rows)
         est = ir.as_pipeline(model).estimator
         self._head_init(est)
+        guard = None
         if self._linear:
             layers = ([est.coef_q.T], [est.coef_scale], [est.intercept], "identity", "identity")
+            if est.float_coef is not None:  # the exact-argmax guard (see fastml.quantize)
+                rtol, atol = est.tolerance if est.tolerance is not None else (0.0, -1.0)
+                guard = (est.float_coef, est.intercept, est.is_classifier, rtol, atol)
         else:
             layers = (list(est.weights_q), list(est.weight_scales), list(est.biases), est.activation,
                       est.out_activation)
-        self._k = _int8.Int8Kernel(*layers, portable=portable, **_kernel_args(est))
+        self._k = _int8.Int8Kernel(*layers, portable=portable, guard=guard, **_kernel_args(est))
         self._K = est.n_targets
         # kernel epilogues that give predict_proba directly (else the head finishes the scores)
         self._proba = None
@@ -119,6 +123,33 @@ class Int8Native(QuantizedHead, _Native):
                      "activations": "uint8, " + ("per layer from calibration" if est.input_ranges is not None
                                                  else "per row (dynamic)"),
                      "n_threads": self._nt}
+        if self._linear:
+            from ..quantize import guard_description
+
+            self.info["guard"] = guard_description(est)
+
+    def _kind(self, method: str):
+        """(kernel kind, output columns or None for labels) of ``method``."""
+        est = self._est
+        if method == "predict" and est.is_classifier and not getattr(est, "multilabel", False):
+            return _int8.ARGMAX, None
+        if method == "predict_proba" and self._proba is not None:
+            return self._proba, 2 if self._proba & 15 == _int8.BINARY else self._K
+        return _int8.VALUES, self._K
+
+    def rechecked(self, X, method: str):
+        """How many rows of X the exact-argmax guard recomputes in float for ``method``
+        (None without a guard)."""
+        if not self._k.guarded:
+            return None
+        _, Z = self._prepare(X)
+        kind, cols = self._kind(method)
+        out = np.empty(Z.shape[0], dtype=np.intp) if cols is None else np.empty((Z.shape[0], cols))
+        count = np.zeros(1, dtype=np.intp)
+        if self._k.run(Z, out, kind, self._nt, count) < 0:
+            Z = np.ascontiguousarray(Z, dtype=np.float64)
+            self._k.run(Z, out, kind, self._nt, count)
+        return int(count[0])
 
     def _values(self, X):
         return self._run(X, np.empty((self._rows(X), self._K)), _int8.VALUES)

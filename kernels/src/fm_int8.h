@@ -42,6 +42,29 @@
  * once) so that eight accumulators hide vpdpbusd's latency.  Integer sums do
  * not depend on the order, so a row's result never depends on its batch.
  *
+ * Guard (int8 linear models: fm_q8_guard)
+ * ---------------------------------------
+ * A one-layer model may carry its float64 coefficients in the float linear
+ * kernel's layout (fm_linear.h).  Each row's int8 scores y then come with a
+ * rigorous bound on their distance to the float kernel's scores f:
+ *
+ *     |f[c] - y[c]| <= beta[c] = E l1[c] + N1 dw[c] + 1e-6 (|y[c]| + |b[c]| + N1 wq[c] + E l1[c])
+ *
+ * where E bounds |x[k] - s (u[k] - z)| (dynamic rows: s (1/2 + 2^-10), see
+ * fm_q8_guard_row; static or degenerate ranges: measured element by element),
+ * N1 = s sum_k |u[k] - z| is the 1-norm of the dequantized row, l1[c] the
+ * 1-norm of the float coefficients of target c, dw[c] = max_k |w - sw Q| (sw
+ * as the kernel holds it: float32), wq[c] = max_k |sw Q|; the 1e-6 term covers
+ * the float32 epilogue (four roundings), float32 biases and the float kernel's
+ * own float64 rounding.  A row whose label could differ from the float
+ * kernel's (top score minus its bound not above every other score plus its
+ * bound; one column: |y| not above beta) — and, with a tolerance, a row whose
+ * values could lie farther than atol + rtol |f| from the float kernel's (for
+ * softmax / logistic probabilities through p / p^ in [e^-2B, e^2B], B the
+ * largest bound, and e^x - 1 <= x / (1 - x)) — is recomputed from X with the
+ * float coefficients by fm_linear.h's own loops and transforms, so its output
+ * is the float kernel's.
+ *
  * Under __AVX512VNNI__ the tiles are vpdpbusd; elsewhere (FASTML_PORTABLE
  * builds, other CPUs) a portable C loop over the same layout computes the
  * same integers.  fm_q8.portable selects the portable loop at run time (tests
@@ -58,6 +81,11 @@
 
 #include "fm_activations.h"
 #include "fm_exp.h"
+/* the guard's float recheck is fm_linear.h's own code; its 64-bit lane type is spelled
+ * long long there and int64_t (long) in fm_activations.h: renamed while it is included */
+#define fm_v8l fm_linear_v8l
+#include "fm_linear.h"
+#undef fm_v8l
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #include <immintrin.h>
@@ -74,6 +102,18 @@ enum { FM_Q8_IDENTITY = 0, FM_Q8_LOGISTIC = 1, FM_Q8_TANH = 2, FM_Q8_RELU = 3,
        FM_Q8_SOFTMAX = 4, FM_Q8_EXP = 5 };
 enum { FM_Q8_VALUES = 0, FM_Q8_BINARY = 1, FM_Q8_ARGMAX = 2 };
 
+/* The float recheck of a one-layer model (see "Guard" above): T = dims[1] targets. */
+typedef struct {
+    const double *w;      /* T x fp float64 coefficients, rows zero-padded (fm_linear.h's layout) */
+    const double *b;      /* T float64 intercepts */
+    ptrdiff_t fp;         /* F rounded up to 8 */
+    const double *l1;     /* T: sum_k |w[c, k]| */
+    const double *dw;     /* T: max_k |w[c, k] - sw[c] Q[k, c]| */
+    const double *wq;     /* T: max_k |sw[c] Q[k, c]| */
+    int labels;           /* 1: certify labels (classifiers): argmax, or the sign of one column */
+    double rtol, atol;    /* certify the values returned within atol + rtol |f|; atol < 0: labels only */
+} fm_q8_guard;
+
 typedef struct {
     int n_layers;
     const ptrdiff_t *dims;       /* n_layers + 1 real widths: F, H1, ..., K */
@@ -89,6 +129,7 @@ typedef struct {
     ptrdiff_t width;             /* widest padded output row (floats) */
     ptrdiff_t kmax;              /* widest kpad (bytes) */
     int portable;                /* 1: the portable tiles even where VNNI is compiled in */
+    const fm_q8_guard *guard;    /* one-layer models: the float recheck, or NULL */
 } fm_q8;
 
 /* ------------------------------------------------------------------------ */
@@ -335,14 +376,165 @@ typedef struct {
     int kind;
     double *out;
     ptrdiff_t *idx;
+    ptrdiff_t *rechecked;        /* guard: rows recomputed in float are added here (or NULL) */
 } fm_q8_call;
+
+/* ------------------------------------------------------------------------ */
+/* The guard: certify a row's int8 output or recompute it in float.         */
+/* ------------------------------------------------------------------------ */
+
+/* max_k |x[k] - s (u[k] - z)| in float64, rounded up: the exact quantization error of a row */
+static double fm_q8_row_error(const void *X, int x32, const uint8_t *u, ptrdiff_t F, float s, int32_t z)
+{
+    double e = 0.0, sd = (double)s;
+    if (x32) {
+        const float *x = (const float *)X;
+        for (ptrdiff_t k = 0; k < F; k++) {
+            double d = fabs((double)x[k] - sd * (double)((int32_t)u[k] - z));
+            e = d > e ? d : e;
+        }
+    } else {
+        const double *x = (const double *)X;
+        for (ptrdiff_t k = 0; k < F; k++) {
+            double d = fabs(x[k] - sd * (double)((int32_t)u[k] - z));
+            e = d > e ? d : e;
+        }
+    }
+    return e * (1.0 + 1e-12) + 1e-300;
+}
+
+/* sum_k |u[k] - z| over k < n */
+static inline int64_t fm_q8_dist1(const uint8_t *u, ptrdiff_t n, int32_t z)
+{
+#if FM_Q8_VNNI
+    const __m512i zz = _mm512_set1_epi8((char)z);
+    __m512i acc = _mm512_setzero_si512();
+    ptrdiff_t k = 0;
+    for (; k + 64 <= n; k += 64)
+        acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(u + k)), zz));
+    if (k < n) {
+        __mmask64 mk = _bzhi_u64(~0ULL, (unsigned)(n - k));
+        __m512i v = _mm512_mask_loadu_epi8(zz, mk, (const void *)(u + k));  /* lanes past n: z, |z - z| = 0 */
+        acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, zz));
+    }
+    return _mm512_reduce_add_epi64(acc);
+#else
+    int64_t a = 0;
+    for (ptrdiff_t k = 0; k < n; k++) a += abs((int32_t)u[k] - z);
+    return a;
+#endif
+}
+
+/* e^x - 1 <= x / (1 - x) for 0 <= x < 1 (e^-x >= 1 - x); infinity beyond */
+static inline double fm_q8_expm1_up(double x) { return x < 0.5 ? x / (1.0 - x) : INFINITY; }
+
+/* One row (n = 1 at y, its quantized input u with (s, z), its X row x): emit it as
+ * fm_q8_emit would and certify it. Returns 1 if the row must be recomputed in float. */
+static int fm_q8_guard_row(const fm_q8 *m, const fm_q8_guard *g, float *y, const uint8_t *u, float s,
+                           int32_t z, const void *x, int x32, int kind, double *out, ptrdiff_t *idx)
+{
+    const ptrdiff_t F = m->dims[0], T = m->dims[1];
+    const int outact = m->outact;
+    /* E: the largest |x - s (u - z)| (see the derivation in the header comment) */
+    double E;
+    if (m->in_s == NULL && s > 1e-30f && s != 1.0f)
+        E = (double)s * (0.5 + 1.0 / 1024.0);
+    else  /* static ranges clamp; s = 1 is also the fallback of a degenerate range */
+        E = fm_q8_row_error(x, x32, u, F, s, z);
+    const double N1 = (double)s * (double)fm_q8_dist1(u, F, z);
+    const double rho = 1e-6, up = 1.0 + 1e-9;
+    const double *restrict l1 = g->l1, *restrict dw = g->dw, *restrict wq = g->wq, *restrict gb = g->b;
+    const int labels = g->labels, values = g->atol >= 0.0 && kind == FM_Q8_VALUES && outact == FM_Q8_IDENTITY;
+    const double rtol = g->rtol, atol = g->atol;
+    ptrdiff_t best = 0;
+    if (labels && T > 1)  /* the first maximum, as fm_q8_emit picks it */
+        for (ptrdiff_t c = 1; c < T; c++) best = y[c] > y[best] ? c : best;
+    /* beta[c] as in the header comment; B: the largest; rival: the largest y + beta but best's */
+    double B = 0.0, rival = -INFINITY, bbest = 0.0;
+    int bad = 0;
+    _Pragma("omp simd reduction(max:B) reduction(max:rival) reduction(|:bad)")
+    for (ptrdiff_t c = 0; c < T; c++) {
+        double v = (double)y[c], e = E * l1[c];
+        double beta = (e + N1 * dw[c] + rho * (fabs(v) + fabs(gb[c]) + N1 * wq[c] + e)) * up;
+        bad |= !(beta <= 1e300);  /* NaN or inf */
+        B = beta > B ? beta : B;
+        double h = c == best ? -INFINITY : v + beta;
+        rival = h > rival ? h : rival;
+        if (values) bad |= !(beta * (1.0 + rtol) <= atol + rtol * fabs(v));
+    }
+    int ok = !bad;
+    if (labels) {
+        if (T > 1) {
+            double vb = (double)y[best], e = E * l1[best];
+            bbest = (e + N1 * dw[best] + rho * (fabs(vb) + fabs(gb[best]) + N1 * wq[best] + e)) * up;
+            ok &= vb - bbest > rival;
+        } else {
+            ok &= fabs((double)y[0]) > B;
+        }
+    }
+    if (ok) {
+        fm_q8_emit(y, 0, 1, T, outact, kind, out, idx);
+        if (g->atol >= 0.0 && kind != FM_Q8_ARGMAX && outact != FM_Q8_IDENTITY) {
+            /* probabilities: p / p^ and (1 - p) / (1 - p^) lie in [e^-2B, e^2B] (softmax), [e^-B, e^B]
+             * (logistic); 1e-4 covers the float32 transform */
+            double G = fm_q8_expm1_up(outact == FM_Q8_SOFTMAX ? 2.0 * B : B);
+            ptrdiff_t K = kind == FM_Q8_BINARY ? 2 : T;
+            for (ptrdiff_t c = 0; c < K; c++) {
+                double p = out[c], q = 1.0 - p, mn = p < q ? p : q;
+                mn = mn > 0.0 ? mn : 0.0;
+                double d = mn * G + 1e-4;
+                ok &= d * (1.0 + g->rtol) <= g->atol + g->rtol * p;
+            }
+            ok &= outact == FM_Q8_SOFTMAX || outact == FM_Q8_LOGISTIC;
+        }
+        if (ok) return 0;
+    }
+    return 1;
+}
+
+/* Rows rows[0:cnt] of the block (X rows from x, row stride rs elements): the float kernel's
+ * scores, four rows per call (its 4-row path, the one its batches take), then its transform.
+ * xs: 4 * F elements of scratch, sd: 4 * T doubles. */
+static void fm_q8_recheck(const fm_q8 *m, const fm_q8_guard *g, const ptrdiff_t *rows, ptrdiff_t cnt,
+                          const void *x, int x32, ptrdiff_t rs, int kind, double *out, ptrdiff_t *idx,
+                          void *xs, double *sd)
+{
+    const ptrdiff_t F = m->dims[0], T = m->dims[1];
+    const ptrdiff_t oc = kind == FM_Q8_BINARY ? 2 : T;
+    const size_t esz = x32 ? sizeof(float) : sizeof(double);
+    for (ptrdiff_t j = 0; j < cnt; j += 4) {
+        ptrdiff_t r = cnt - j < 4 ? cnt - j : 4;
+        for (ptrdiff_t q = 0; q < r; q++)
+            memcpy((char *)xs + (size_t)(q * F) * esz, (const char *)x + (size_t)(rows[j + q] * rs) * esz,
+                   (size_t)F * esz);
+        if (x32) fm_linear_scores_f32((const float *)xs, F, 0, r, F, g->fp, g->w, g->b, T, sd);
+        else fm_linear_scores_f64((const double *)xs, F, 0, r, F, g->fp, g->w, g->b, T, sd);
+        for (ptrdiff_t q = 0; q < r; q++) {
+            const ptrdiff_t i = rows[j + q];
+            double *s = sd + q * T, *o = out ? out + i * oc : NULL;
+            if (kind == FM_Q8_ARGMAX) {
+                fm_linear_argmax(s, 1, T, idx + i);
+            } else if (kind == FM_Q8_BINARY) {
+                if (m->outact == FM_Q8_LOGISTIC) fm_linear_transform(s, 1, 1, FM_LOGISTIC_BINARY, o);
+                else { o[0] = 1.0 - s[0]; o[1] = s[0]; }
+            } else if (m->outact == FM_Q8_SOFTMAX) {
+                fm_linear_transform(s, 1, T, FM_SOFTMAX, o);
+            } else {
+                for (ptrdiff_t c = 0; c < T; c++) o[c] = s[c];
+            }
+        }
+    }
+}
 
 /* scratch per block: y (BLOCK x width floats), xq (BLOCK x kmax bytes), row s and z */
 static inline size_t fm_q8_scratch_bytes(const fm_q8 *m, ptrdiff_t rows)
 {
     size_t y = (size_t)rows * m->width * sizeof(float);
     size_t q = ((size_t)rows * m->kmax + 63) & ~(size_t)63;
-    return y + q + (size_t)rows * (sizeof(float) + sizeof(int32_t)) + 64;
+    /* guard: flagged row numbers, 4 X rows, 4 rows of float scores */
+    size_t g = m->guard ? (size_t)rows * sizeof(ptrdiff_t) + 4 * (size_t)m->dims[0] * sizeof(double)
+                          + 4 * (size_t)m->width * sizeof(double) + 3 * 64 : 0;
+    return y + q + (size_t)rows * (sizeof(float) + sizeof(int32_t)) + 64 + g;
 }
 
 static int fm_q8_block(const fm_q8_call *c, ptrdiff_t i0, ptrdiff_t n, char *buf)
@@ -380,9 +572,29 @@ static int fm_q8_block(const fm_q8_call *c, ptrdiff_t i0, ptrdiff_t n, char *buf
         const ptrdiff_t ld = m->panels[l] * FM_Q8_NR;
         fm_q8_layer(m, l, xq, n, rs, rz, y, ld);
         if (l == m->n_layers - 1) {
-            ptrdiff_t oc = c->kind == FM_Q8_BINARY ? 2 : m->dims[l + 1];
-            fm_q8_emit(y, ld, n, m->dims[l + 1], m->outact, c->kind,
-                       c->out ? c->out + i0 * oc : NULL, c->idx ? c->idx + i0 : NULL);
+            ptrdiff_t oc = c->kind == FM_Q8_BINARY ? 2 : (c->kind == FM_Q8_ARGMAX ? 1 : m->dims[l + 1]);
+            double *out = c->out ? c->out + i0 * oc : NULL;
+            ptrdiff_t *idx = c->idx ? c->idx + i0 : NULL;
+            if (m->guard == NULL) {
+                fm_q8_emit(y, ld, n, m->dims[l + 1], m->outact, c->kind, out, idx);
+                break;
+            }
+            /* one layer: xq still holds the quantized input rows */
+            ptrdiff_t *flag = (ptrdiff_t *)(((uintptr_t)(rz + n) + 63) & ~(uintptr_t)63);
+            char *xs = (char *)(((uintptr_t)(flag + n) + 63) & ~(uintptr_t)63);
+            double *sd = (double *)(((uintptr_t)(xs + 4 * F * sizeof(double)) + 63) & ~(uintptr_t)63);
+            const size_t xsz = c->x32 ? sizeof(float) : sizeof(double);
+            const char *x0 = (const char *)c->X + (size_t)(i0 * c->rs) * xsz;
+            ptrdiff_t redo = 0;
+            for (ptrdiff_t i = 0; i < n; i++)
+                if (fm_q8_guard_row(m, m->guard, y + i * ld, xq + i * m->kpad[0], rs[i], rz[i],
+                                    x0 + (size_t)(i * c->rs) * xsz, c->x32, c->kind,
+                                    out ? out + i * oc : NULL, idx ? idx + i : NULL))
+                    flag[redo++] = i;
+            if (redo) {
+                fm_q8_recheck(m, m->guard, flag, redo, x0, c->x32, c->rs, c->kind, out, idx, xs, sd);
+                if (c->rechecked) __atomic_fetch_add(c->rechecked, redo, __ATOMIC_RELAXED);
+            }
             break;
         }
         const ptrdiff_t H = m->dims[l + 1], kp = m->kpad[l + 1];
@@ -459,9 +671,9 @@ static int fm_q8_block_any(const void *c, ptrdiff_t i0, ptrdiff_t n, char *buf)
 
 /* Every row of X: 0, 1 (NaN/inf in X) or -1 (out of memory). */
 static inline int fm_q8_run(const fm_q8 *m, const void *X, int x32, ptrdiff_t rs, ptrdiff_t n, int kind,
-                     double *out, ptrdiff_t *idx, int n_threads, ptrdiff_t min_parallel)
+                     double *out, ptrdiff_t *idx, int n_threads, ptrdiff_t min_parallel, ptrdiff_t *rechecked)
 {
-    fm_q8_call c = {m, X, x32, rs, kind, out, idx};
+    fm_q8_call c = {m, X, x32, rs, kind, out, idx, rechecked};
     int par = n_threads > 1 && n >= min_parallel;
     ptrdiff_t blk = fm_q8_block_rows(n, FM_Q8_BLOCK, par, n_threads);
     return fm_q8_run_blocks(fm_q8_block_any, &c, n, blk, fm_q8_scratch_bytes(m, n < blk ? n : blk), par,
