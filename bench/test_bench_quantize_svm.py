@@ -1,19 +1,21 @@
-"""int8 kernel SVMs: fastml's int8 SVM kernel against fastml's float64 SVM kernel.
+"""int8 kernel SVMs: fastml's int8 SVM kernel against fastml's float64 SVM kernel and ONNX Runtime.
 
 Workloads: the two of ``bench/test_bench_svm.py`` (SVC rbf, 50 features, 3 classes,
 about 1,300 and about 10,000 support vectors, float32 input, the same rows),
 ``decision_function``; batches 1 and 10,000; 1 and 2 threads. Contenders:
-``fastml.Predictor(est, backend="native")`` (float64 kernel) and
-``fastml.Predictor(est, backend="native", quantize="int8", calibration=rows)``.
+``fastml.Predictor(est, backend="native")`` (float64 kernel),
+``fastml.Predictor(est, backend="native", quantize="int8", calibration=rows)``, and
+ONNX Runtime on the skl2onnx export (checked within 1e-3 of scikit-learn on 200 rows; at
+batch 10,000 timed over 3 rounds: it takes seconds per call on the 10k-vector model).
 
 The int8 route is checked before it is timed: labels equal to the float model's on
 at least 99% of the 10,000 rows, libsvm's pair values within rtol 1e-2 / atol 0.05
-of the float model's on every value of the 1.3k-vector model; the 10k-vector one
-(sums over 10,000 terms) misses that rule: 3.3% of its values are outside it (max
-|diff| 0.11), so for it only the fraction is bounded (5%) and recorded, not hidden.
-The agreement, the fraction outside, the
-max and mean |diff| of the pair values and the kernel's bytes are recorded in
-``extra_info``.
+of the float model's. The 10k-vector model (sums over 10,000 terms) had 3.2% of its
+values outside that rule with plain max/127 rounding; with the rotation and
+error-feedback rounding ``quantize_svm`` now picks (``fastml/ir_qsvm.py``) the
+allowance is ``ALLOWED_OUTSIDE`` (measured value in the table beside it). The
+agreement, the fraction outside, the max and mean |diff| of the pair values, the
+candidate chosen and the kernel's bytes are recorded in ``extra_info``.
 
 Run: ``pytest bench/test_bench_quantize_svm.py --benchmark-only``.
 """
@@ -24,14 +26,21 @@ import fastml  # noqa: I001  (first: sets OMP_WAIT_POLICY before other OpenMP ru
 import numpy as np
 import pytest
 
+from fastml.converters import to_onnx
+
 from fastml.backends.native import SVMNative
 from fastml.backends.native_qsvm import QSVMNative
 from fastml.kernels import _qsvm, _svm
 
 from test_bench_svm import N_CLASSES, N_FEATURES, model as svm_model  # noqa: F401  (the same workloads)
 
+ort = pytest.importorskip("onnxruntime")
+
 BATCHES = (1, 10_000)
 THREADS = (1, 2)
+# fraction of pair values allowed outside rtol 1e-2 / atol 0.05, by support vectors:
+# measured 0 on the 1.3k-vector model and 0.010% (3 of 30,000, max |diff| 0.066) on the 10k one
+ALLOWED_OUTSIDE = {"small": 0.0, "large": 0.0005}
 
 @pytest.fixture(scope="module")
 def model(svm_model):
@@ -61,12 +70,45 @@ def _check(model, threads: int) -> dict:
     outside = float(np.mean(diff > 0.05 + 1e-2 * np.abs(a)))
     print(f"\n{model[0]}: agreement {agreement:.4%}, pair values outside tolerance {outside:.4%}, "
           f"max |diff| {diff.max():.3g}, mean {diff.mean():.3g}")
-    allowed = 0.0 if len(fk._est.dual_coef[0]) < 5000 else 0.05  # measured 3.3% on the 10k-vector model
+    allowed = ALLOWED_OUTSIDE["small" if len(fk._est.dual_coef[0]) < 5000 else "large"]
     assert agreement >= 0.99 and outside <= allowed, (agreement, outside, diff.max())
+    est = qk._est
+    how = ("rotation" if est.rotation is not None else "no rotation") + (
+        ", error-feedback rounding" if _feedback(est) else ", rounding to nearest")
     return dict(agreement=agreement, outside_tolerance=outside, max_abs_diff=float(diff.max()),
-                mean_abs_diff=float(diff.mean()),
+                mean_abs_diff=float(diff.mean()), quantization=how,
                 kernel_bytes_float=int(sum(v.nbytes for v in fk._k.arrays.values())),
                 kernel_bytes_int8=int(qk._k.nbytes))
+
+
+def _feedback(est) -> bool:
+    """Whether the vectors differ from plain rounding (of the rotated vectors when rotated)."""
+    from fastml.ir_qsvm import round_vectors
+
+    sv = est.dequantized().support_vectors
+    S = sv if est.rotation is None else sv @ est.rotation.T
+    return not np.array_equal(round_vectors(S)[0], est.sv_q)
+
+
+@pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"batch={b}")
+@pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}t")
+def test_onnxruntime(benchmark, label, model, threads, batch):
+    name, est, X, cache = model
+    if "ort" not in cache:
+        cache["ort"] = to_onnx(est, n_features=X.shape[1]).SerializeToString()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(cache["ort"], so, providers=["CPUExecutionProvider"])
+    Xb = X[:batch]
+    fn = lambda: sess.run(["probabilities"], {"X": Xb})[0]  # noqa: E731
+    head = X[:200]  # checked on 200 rows: scikit-learn takes seconds on 10,000
+    np.testing.assert_allclose(sess.run(["probabilities"], {"X": head})[0], est.decision_function(head), atol=1e-3)
+    label(benchmark, f"{name}, batch {batch}", contender="onnxruntime", threads=threads, batch=batch,
+          workload=name, role="reference")
+    if batch > 1000:
+        benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=0)
+    else:
+        benchmark(fn)
 
 
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"batch={b}")

@@ -34,6 +34,7 @@ cdef extern from "fm_qsvm.h" nogil:
         const float *sn
         const float *coef
         const int32_t *cs
+        const double *rot
         int portable
     int fm_qsvm_run(const fm_qsvm *m, const void *X, int x32, Py_ssize_t rs, Py_ssize_t n, int kind,
                     double *out, Py_ssize_t *idx, int32_t *dots, int n_threads, Py_ssize_t min_parallel)
@@ -62,6 +63,8 @@ cdef class QSVMKernel:
     sv_norm2 : (n_sv,) float, |s|^2 of the float support vectors
     dual_coef, intercept, n_support, kernel, gamma, coef0, degree, prob_a, prob_b :
         as in :class:`fastml.ir.KernelSVM` (n_support = [n_sv] for one row of coefficients)
+    rotation : None, or (F, F) orthogonal R: the vectors are stored rotated (``s' = R s``) and
+        each row is rotated (``R x``, float64) before it is quantized
     portable : the portable C tiles even where VNNI is compiled in
 
     ``run`` returns 0, 1 when X holds NaN or inf (outputs undefined), or -1 when
@@ -74,7 +77,8 @@ cdef class QSVMKernel:
     cdef readonly bint portable
 
     def __cinit__(self, sv_q, sv_scale, sv_norm2, dual_coef, intercept, n_support, str kernel,
-                  double gamma, double coef0, int degree, prob_a=None, prob_b=None, bint portable=False):
+                  double gamma, double coef0, int degree, prob_a=None, prob_b=None, rotation=None,
+                  bint portable=False):
         q = np.asarray(sv_q)
         coef = np.asarray(dual_coef, dtype=np.float64)
         counts = np.asarray(n_support, dtype=np.int64)
@@ -127,13 +131,21 @@ cdef class QSVMKernel:
         if prob_a is not None:
             self.arrays["pa"] = np.ascontiguousarray(prob_a, dtype=np.float64).reshape(NP)
             self.arrays["pb"] = np.ascontiguousarray(prob_b, dtype=np.float64).reshape(NP)
+        if rotation is not None:
+            R = np.asarray(rotation, dtype=np.float64)
+            if R.shape != (F, F) or not np.all(np.isfinite(R)):
+                raise ValueError(f"rotation must be a finite ({F}, {F}) matrix")
         if kernel == "linear":  # fold the dequantized vectors: pair q's weights, float64
             sv = q.astype(np.float64) * ss[:, None]
+            if rotation is not None:
+                sv = sv @ R
             lin = np.zeros((NP, F))
             for c in range(K):
                 for mm in range(M):
                     lin[pair[c, mm]] += coef[mm, start[c]:start[c + 1]] @ sv[start[c]:start[c + 1]]
             self.arrays["lin"] = lin
+        elif rotation is not None:
+            self.arrays["rot"] = np.ascontiguousarray(R.T)
         a = self.arrays
         self.m.fp.F, self.m.fp.P, self.m.fp.M, self.m.fp.K, self.m.fp.NP = F, P, M, K, NP
         self.m.fp.kernel, self.m.fp.degree = KERNELS[kernel], degree
@@ -153,6 +165,7 @@ cdef class QSVMKernel:
         self.m.sn = <const float *> cnp.PyArray_DATA(a["sn"])
         self.m.cs = <const int32_t *> cnp.PyArray_DATA(a["cs"])
         self.m.coef = <const float *> cnp.PyArray_DATA(a["coef"])
+        self.m.rot = <const double *> cnp.PyArray_DATA(a["rot"]) if "rot" in a else NULL
         self.m.portable = portable
         self.portable = portable or not FM_Q8_VNNI
         self.n_features, self.n_classes, self.n_pairs, self.n_panels = F, K, NP, P

@@ -11,10 +11,11 @@ Tolerances
   <= 1 for RBF; ``sum_s |coef_s K_s|`` for the others).
 * Quantized vs float model (the issue's rule): labels agree on >= 99% of held-out rows, pair
   values (libsvm's continuous decision values) within rtol 1e-2 / atol 0.05. RBF models meet
-  it on every dataset. Polynomial and sigmoid kernels take x.s itself (no |x|^2 + |s|^2 term
-  that dominates the distance), and degree 3 triples its relative error: there the labels
-  still agree on >= 99% of rows for classifiers, but some values exceed the tolerance; the
-  test states the bound it measured (``LOOSE``) rather than hide those cases.
+  it on every dataset but one (iris NuSVC). Polynomial and sigmoid kernels take x.s itself (no
+  |x|^2 + |s|^2 term that dominates the distance), and degree 3 triples its relative error:
+  there the labels still agree on >= 99% of rows for classifiers, but some values exceed the
+  tolerance; the test states the bound it measured (``LOOSE``, with the figures before the
+  rotation / feedback candidates) rather than hide those cases.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from fastml.backends.native import SVMNative
 from fastml.backends.native_qsvm import QSVMNative
 from fastml.converters import import_model
 from fastml.errors import InputError, InvalidModelError, InvalidOptionError, UnsupportedModelError
-from fastml.ir_qsvm import QKernelSVM
+from fastml.ir_qsvm import QKernelSVM, quantize_svm, rotation_matrix, round_vectors
 from fastml.kernels import _qsvm, _svm
 from fastml.quantize import quantize
 
@@ -83,9 +84,19 @@ def layout_columns(q: QKernelSVM) -> np.ndarray:
     return np.concatenate([seg[c] * 32 + np.arange(counts[c]) for c in range(len(counts))])
 
 
+def ref_rows(q: QKernelSVM, X) -> np.ndarray:
+    """The rows the kernel quantizes: X, or R X (float64, summed in feature order) when rotated."""
+    if q.rotation is None:
+        return X
+    Y = np.zeros((len(X), q.n_features))
+    for f in range(q.n_features):
+        Y += np.asarray(X, dtype=np.float64)[:, f:f + 1] * q.rotation[:, f][None, :]
+    return Y
+
+
 def ref_dots(q: QKernelSVM, X) -> np.ndarray:
     """The exact int32 cross terms sum_k u_k q_jk - z * sum_k q_jk, in int64 (n, n_sv)."""
-    u, _, z = ref_quant_rows(X)
+    u, _, z = ref_quant_rows(ref_rows(q, X))
     Q = q.sv_q.astype(np.int64)
     return u @ Q.T - z[:, None] * Q.sum(axis=1)
 
@@ -93,7 +104,7 @@ def ref_dots(q: QKernelSVM, X) -> np.ndarray:
 def ref_pairs(q: QKernelSVM, X):
     """libsvm's pair values from the exact integers, float64 after them; and the bound on the
     float32 rounding of the kernel's evaluation of the same thing."""
-    _, s, _ = ref_quant_rows(X)
+    _, s, _ = ref_quant_rows(ref_rows(q, X))
     t = ref_dots(q, X) * (s.astype(np.float64)[:, None] * q.sv_scale.astype(np.float32).astype(np.float64))
     if q.kernel == "rbf":
         xx = np.einsum("ij,ij->i", X.astype(np.float64), X.astype(np.float64))
@@ -117,12 +128,14 @@ def ref_pairs(q: QKernelSVM, X):
     return np.stack(out, axis=1), np.stack(bound, axis=1)
 
 
+@pytest.mark.parametrize("rotate", [False, True], ids=["plain", "rotated"])
 @pytest.mark.parametrize("kernel", ["rbf", "poly", "sigmoid"])
 @pytest.mark.parametrize("name,family", [("digits", "SVC"), ("wine", "SVR"), ("breast_cancer", "OneClassSVM")])
 @pytest.mark.parametrize("n", [1, 5, 8, 77])
-def test_kernel_matches_the_naive_int8_reference(kernel, name, family, n):
-    est = fit(name, family, kernel)
-    _, qr, q, _ = runners(est)
+def test_kernel_matches_the_naive_int8_reference(kernel, name, family, n, rotate):
+    q = quantize_svm(ir.as_pipeline(import_model(fit(name, family, kernel))).estimator, rotate=rotate)
+    assert (q.rotation is not None) == rotate
+    qr = QSVMNative(q, n_threads=1)
     X = np.ascontiguousarray(data(name)[1][:n])
     cols = layout_columns(q)
     assert np.array_equal(qr._k.dots(X)[:, cols], ref_dots(q, X))  # exact integers
@@ -153,20 +166,36 @@ def test_vnni_and_portable_batches_threads_and_dtypes_give_identical_answers():
 
 # --------------------------------------------------------------------------- vs the float model
 
-LOOSE = {  # (dataset, family, kernel): (fraction of values allowed outside the tolerance, max |diff|), measured
-    ("iris", "NuSVC", "poly"): (0.10, 1.0), ("iris", "SVR", "poly"): (0.10, 0.2),
-    ("digits", "SVR", "poly"): (0.01, 0.25), ("digits", "SVC", "sigmoid"): (0.01, 0.2),
-    ("digits", "NuSVC", "sigmoid"): (0.02, 1.5), ("digits", "SVR", "sigmoid"): (0.10, 0.5),
-    ("digits", "OneClassSVM", "sigmoid"): (0.10, 0.75), ("breast_cancer", "SVC", "poly"): (0.01, 0.2),
-    ("breast_cancer", "NuSVC", "poly"): (0.03, 0.6), ("breast_cancer", "SVR", "poly"): (0.03, 0.3),
-    ("iris", "NuSVC", "rbf"): (0.05, 0.15), ("digits", "SVC", "poly"): (0.001, 0.1),
+# (dataset, family, kernel): (fraction of values allowed outside the tolerance, max |diff|), each
+# just above what was measured with the candidate quantize_svm picks (in brackets: measured now /
+# with plain max/127 rounding before the rotation and feedback candidates). What remains is the
+# support vectors' rounding on few features (iris: 4, a rotation spreads nothing) or the row's and
+# the vectors' rounding raised to the third power (poly) or through tanh's steep part (sigmoid)
+# where the coefficients are large (NuSVC, SVR); the proxy rows quantize_svm chooses by are the
+# model's own support vectors, and on the three cases marked "worse" they picked the rotation that
+# measured better on them but worse on the held-out rows.
+LOOSE = {
+    ("iris", "NuSVC", "rbf"): (0.04, 0.12),                # 3.7% / 0.103 (before: the same)
+    ("iris", "NuSVC", "poly"): (0.07, 1.0),                # 6.7% / 0.865 (the same)
+    ("iris", "SVR", "poly"): (0.07, 0.15),                 # 6.7% / 0.118 (the same)
+    ("digits", "SVC", "poly"): (0.0001, 0.1),              # 0.004% (1 of 24,300) / 0.082 (the same)
+    ("digits", "SVC", "sigmoid"): (0.0005, 0.15),          # 0.01% / 0.126 (0.10% / 0.146)
+    ("digits", "NuSVC", "sigmoid"): (0.006, 0.7),          # 0.57% / 0.628 (1.43% / 0.992)
+    ("digits", "SVR", "poly"): (0.012, 0.2),               # 1.11% / 0.168 (worse: 0.56% / 0.166)
+    ("digits", "SVR", "sigmoid"): (0.008, 0.2),            # 0.74% / 0.157 (7.2% / 0.343)
+    ("digits", "OneClassSVM", "sigmoid"): (0.006, 0.2),    # 0.56% / 0.149 (7.6% / 0.501)
+    ("breast_cancer", "SVC", "poly"): (0.006, 0.15),       # 0.58% / 0.136 (the same)
+    ("breast_cancer", "NuSVC", "poly"): (0.018, 0.55),     # 1.75% / 0.496 (worse max: 1.75% / 0.382)
+    ("breast_cancer", "NuSVC", "sigmoid"): (0.006, 0.08),  # 0.58% / 0.071 (worse: 0 / 0.066)
+    ("breast_cancer", "SVR", "poly"): (0.03, 0.2),         # 2.92% / 0.167 (1.75% / 0.200)
 }
 # one-class models whose decision values on held-out rows are all within ~1e-2 of 0 (a polynomial
 # kernel on standardized data): any rounding flips their sign, so agreement is not asked of them
+# (measured 73%, 99%, 98%)
 NEAR_ZERO = {("iris", "OneClassSVM", "poly"), ("breast_cancer", "OneClassSVM", "poly"),
              ("wine", "OneClassSVM", "poly")}
-# measured below 99%: one row of 540 more than allowed flips (sigmoid one-class on digits)
-AGREE = {("digits", "OneClassSVM", "sigmoid"): 0.98}
+# label agreement allowed below 99%: none now (digits one-class sigmoid was 98.9%, now 99.3%)
+AGREE: dict = {}
 
 
 @pytest.mark.parametrize("kernel", ["rbf", "poly", "sigmoid"])
@@ -185,6 +214,29 @@ def test_quantized_agrees_with_the_float_model_on_held_out_rows(name, family, ke
         assert np.mean(fr.predict(X) == qr.predict(X)) >= AGREE.get((name, family, kernel), 0.99)
     if family == "SVC":  # scikit-learn's own labels too
         assert np.mean(qr.predict(X) == est.predict(X)) >= 0.99
+
+
+def test_rotation_and_feedback_cut_the_support_vector_error():
+    """The part of the error that comes from the vectors alone (exact float rows): with the
+    rotation and error-feedback rounding, the expected squared cross-term error e^T H e and the
+    pair values' error on held-out rows both fall, on digits (64 features of unequal range)."""
+    f = ir.as_pipeline(import_model(fit("digits", "SVR", "sigmoid"))).estimator
+    X = data("digits")[1]
+    sv = f.support_vectors
+    H = sv.T @ sv / len(sv)
+    R = rotation_matrix(sv.shape[1])
+    assert np.allclose(R @ R.T, np.eye(len(R)), atol=1e-12)
+    Q0, s0 = round_vectors(sv)
+    Q1, s1 = round_vectors(sv @ R.T, R @ H @ R.T)
+    E0 = s0[:, None] * Q0 - sv
+    E1 = (s1[:, None] * Q1) @ R - sv
+    assert np.einsum("ij,jk,ik->", E1, H, E1) < 0.5 * np.einsum("ij,jk,ik->", E0, H, E0)
+
+    def values(S):
+        return np.tanh(f.gamma * X @ S.T + f.coef0) @ f.dual_coef[0]
+
+    want = values(sv)
+    assert np.abs(values(sv + E1) - want).mean() < 0.7 * np.abs(values(sv + E0) - want).mean()
 
 
 def test_linear_kernel_is_refused_with_the_reason():
@@ -256,6 +308,9 @@ def _q():
     (lambda q: {"sv_scale": -q.sv_scale}, "sv_scale"),
     (lambda q: {"sv_norm2": np.full(q.n_sv, np.nan)}, "sv_norm2"),
     (lambda q: {"sv_norm2": q.sv_norm2[:3]}, "sv_norm2"),
+    (lambda q: {"rotation": 2 * np.eye(q.n_features)}, "orthogonal"),
+    (lambda q: {"rotation": np.eye(q.n_features + 1)}, "rotation"),
+    (lambda q: {"rotation": np.eye(q.n_features, dtype=np.float32)}, "rotation"),
     (lambda q: {"dual_coef": q.dual_coef[:, :-1]}, "dual_coef"),
     (lambda q: {"n_support": np.array([1, 1, 1])}, "n_support"),
     (lambda q: {"kernel": "cosine"}, "kernel"),

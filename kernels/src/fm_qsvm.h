@@ -22,6 +22,13 @@
  * in the inner loop (cs is per vector), and a non-negative row (pixels,
  * counts) gets all 256 levels instead of 128.
  *
+ * Rotation (optional, chosen by fastml/ir_qsvm.py's quantize_svm): the vectors
+ * are stored as R s for an orthogonal R (x.s = Rx.Rs, |x| = |Rx|), and each row
+ * is rotated in float64 (F^2 multiply-adds) before it is quantized.  It spreads
+ * features of unequal range over all coordinates, so one max/127 scale per
+ * vector fits every coordinate; measured: the support-vector rounding error,
+ * not the row's, dominates the pair values' error (ir_qsvm.py's docstring).
+ *
  * Why float32 after the dot products is enough: the RBF distance cancels
  * (|x|^2 + |s|^2 and 2 x.s can both be much larger than the distance), but
  * exp(-gamma d) needs d to an absolute error of about 1/gamma * tolerance,
@@ -64,6 +71,7 @@ typedef struct {
     const int8_t *w;             /* packed panels */
     const float *ss, *sn, *coef;
     const int32_t *cs;
+    const double *rot;           /* R^T, (F, F) row-major, of the rows' orthogonal rotation R, or NULL */
     int portable;
 } fm_qsvm;
 
@@ -155,6 +163,20 @@ static inline void fm_qsvm_tile(const fm_qsvm *m, int mr, int nv, const uint8_t 
 #endif
 }
 
+/* y = R x in float64 from Rt = R^T (row-major): each y[k] summed in feature order,
+ * the F outputs in SIMD lanes */
+static inline void fm_qsvm_rotate(const double *Rt, ptrdiff_t F, const void *X, int x32, ptrdiff_t off,
+                                  double *restrict y)
+{
+    for (ptrdiff_t k = 0; k < F; k++) y[k] = 0.0;
+    for (ptrdiff_t f = 0; f < F; f++) {
+        const double xf = x32 ? (double)((const float *)X)[off + f] : ((const double *)X)[off + f];
+        const double *restrict rf = Rt + f * F;
+        _Pragma("omp simd")
+        for (ptrdiff_t k = 0; k < F; k++) y[k] += rf[k] * xf;
+    }
+}
+
 /* bytes of scratch a block of n rows needs */
 static inline size_t fm_qsvm_scratch_bytes(const fm_qsvm *m, ptrdiff_t n)
 {
@@ -162,7 +184,7 @@ static inline size_t fm_qsvm_scratch_bytes(const fm_qsvm *m, ptrdiff_t n)
     size_t q = ((size_t)n * m->kpad + 63) & ~(size_t)63;
     return q + (size_t)n * (sizeof(float) * 2 + sizeof(int32_t)) + sizeof(float) * n * m->fp.M * FM_Q8_NR
            + sizeof(double) * ((size_t)n * NP + 2 * K * K + 4 * K + 64) + sizeof(double) * F * (m->fp.lin ? n : 0)
-           + 256;
+           + sizeof(double) * (m->rot ? F : 0) + 256;
 }
 
 typedef struct {
@@ -189,19 +211,26 @@ static int fm_qsvm_block(const fm_qsvm_call *c, ptrdiff_t i0, ptrdiff_t n, char 
     float *acc = (float *)(scratch + 2 * m->fp.K * m->fp.K + 4 * m->fp.K + 64);
     float *xs = acc + n * M * FM_Q8_NR, *xx = xs + n;
     int32_t *xz = (int32_t *)(xx + n);
+    double *xrot = (double *)(((uintptr_t)(xz + n) + 63) & ~(uintptr_t)63);  /* one rotated row */
     int32_t tacc[16][16] __attribute__((aligned(64)));
     const uint8_t *xr[FM_Q8_MR];
 
     for (ptrdiff_t r = 0; r < n; r++) {
         uint8_t *u = xq + r * kp;
         double s = 0.0;
+        if (m->rot) {
+            if (c->x32 ? fm_q8_nonfinite_f((const float *)c->X + (i0 + r) * c->rs, F)
+                       : fm_q8_nonfinite_d((const double *)c->X + (i0 + r) * c->rs, F)) return 1;
+            fm_qsvm_rotate(m->rot, F, c->X, c->x32, (i0 + r) * c->rs, xrot);
+            fm_q8_quant_d(xrot, F, kp, u, xs + r, xz + r);
+        }
         if (c->x32) {
             const float *x = (const float *)c->X + (i0 + r) * c->rs;
-            if (fm_q8_quant_f(x, F, kp, u, xs + r, xz + r)) return 1;
+            if (!m->rot && fm_q8_quant_f(x, F, kp, u, xs + r, xz + r)) return 1;
             for (ptrdiff_t f = 0; f < F; f++) s += (double)x[f] * (double)x[f];
         } else {
             const double *x = (const double *)c->X + (i0 + r) * c->rs;
-            if (fm_q8_quant_d(x, F, kp, u, xs + r, xz + r)) return 1;
+            if (!m->rot && fm_q8_quant_d(x, F, kp, u, xs + r, xz + r)) return 1;
             for (ptrdiff_t f = 0; f < F; f++) s += x[f] * x[f];
         }
         xx[r] = (float)s;
