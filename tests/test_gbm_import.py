@@ -313,6 +313,103 @@ def test_importing_fastml_does_not_import_the_libraries():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
+# --------------------------------------------------------------------------- LightGBM, memory
+
+
+def _grown_tree_text(rng, n_leaves: int, n_features: int) -> str:
+    """One LightGBM tree as model text, grown like LightGBM grows trees: a random leaf
+    becomes a split with two leaves, until there are ``n_leaves``."""
+    kids = np.zeros((n_leaves - 1, 2), dtype=np.int64)
+    slot = [None]                      # slot[j]: (split, side) that leaf j hangs from
+    for s, j in enumerate(rng.integers(0, np.arange(1, n_leaves)).tolist()):
+        if slot[j] is not None:
+            kids[slot[j]] = s
+        kids[s] = ~j, ~len(slot)        # leaf j is written as ~j
+        slot[j] = (s, 0)
+        slot.append((s, 1))
+    words = lambda a: " ".join(map(repr, np.asarray(a).tolist()))  # noqa: E731
+    return (f"num_leaves={n_leaves}\nnum_cat=0\nsplit_feature={words(rng.integers(0, n_features, n_leaves - 1))}\n"
+            f"threshold={words(rng.standard_normal(n_leaves - 1))}\ndecision_type={words(np.full(n_leaves - 1, 2))}\n"
+            f"left_child={words(kids[:, 0])}\nright_child={words(kids[:, 1])}\n"
+            f"leaf_value={words(rng.standard_normal(n_leaves) * 0.05)}\n")
+
+
+def test_lgbm_conversion_memory_stays_near_the_ir(lgb, monkeypatch):
+    """Converting never holds the whole model text or a second copy of the node arrays.
+
+    What may be alive at the peak, by design: the IR's arrays (1x), the pieces of at most
+    one block of trees (``TREE_BLOCK_NODES``) and one chunk of model text
+    (``LGB_CHUNK_BYTES``) with its parsed numbers, and the 1 MiB buffer LightGBM's
+    ``model_to_string`` allocates per call. With chunks of 64 KiB and blocks of 8,192
+    nodes that is under 2.5 MB (the buffer, a chunk's text, lines and numbers, a block's
+    pieces and checks), less than 1x the IR's 4.6 MB here: so 2x the IR. Reading the
+    whole text at once cannot fit: LightGBM writes it as about 1.1x the IR and its
+    wrapper holds it two or three times over (about 4x the IR before this was fixed)."""
+    import tracemalloc
+
+    from converters import gbm_import
+
+    n_trees, n_leaves, n_features = 300, 255, 20
+    rng = np.random.default_rng(7)
+    trees = "".join(f"Tree={i}\n{_grown_tree_text(rng, n_leaves, n_features)}is_linear=0\nshrinkage=1\n\n\n"
+                    for i in range(n_trees))
+    names = " ".join(f"f{i}" for i in range(n_features))
+    booster = lgb.Booster(model_str=(
+        f"tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n"
+        f"max_feature_idx={n_features - 1}\nobjective=binary sigmoid:1\nfeature_names={names}\n"
+        f"feature_infos={' '.join(['[-5:5]'] * n_features)}\n\n{trees}end of trees\n"))
+    monkeypatch.setattr(gbm_import, "LGB_CHUNK_BYTES", 1 << 16)
+    monkeypatch.setattr(ir, "TREE_BLOCK_NODES", 1 << 13)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        ens = convert(booster)
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    ir_bytes = sum(a.nbytes for a in (ens.tree_offsets, ens.feature, ens.threshold, ens.left, ens.right,
+                                      ens.missing_left, ens.value, ens.split))
+    assert ens.n_nodes == n_trees * (2 * n_leaves - 1)
+    assert peak <= 2 * ir_bytes, f"peak {peak / 1e6:.2f} MB for {ir_bytes / 1e6:.2f} MB of IR arrays"
+    from fastml import Predictor
+
+    X = rng.standard_normal((300, n_features))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    p = Predictor(ens, backend="native")
+    for dtype in DTYPES:
+        Xd = X.astype(dtype)
+        assert_allclose(p.decision_function(Xd), booster.predict(Xd, raw_score=True), rtol=1e-12, atol=1e-12)
+        assert_allclose(p.predict_proba(Xd)[:, 1], booster.predict(Xd), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("params", [{"zero_as_missing": True}, {"objective": "multiclass", "num_class": 3}],
+                         ids=["zero_as_missing+categorical", "multiclass"])
+def test_lgbm_in_small_chunks_and_blocks(lgb, monkeypatch, params):
+    """The model text a tree at a time and the arrays grown, checked and planned a few trees
+    at a time give LightGBM's predictions and leaves (the native kernel and the reference)."""
+    from converters import gbm_import
+
+    from fastml import Predictor
+
+    X, y = _data(3 if "num_class" in params else 2, seed=8, zeros=0.3, cat=True)
+    b = lgb.train(dict({"num_threads": 1, "objective": "binary", "num_leaves": 15, "verbose": -1}, **params),
+                  lgb.Dataset(X, y, categorical_feature=[2]), num_boost_round=12)
+    monkeypatch.setattr(gbm_import, "LGB_CHUNK_BYTES", 1)
+    monkeypatch.setattr(ir, "TREE_BLOCK_NODES", 7)
+    ens = _check_lightgbm(b, X, cat_features=[2])
+    assert ens.cat_bits is not None
+    p = Predictor(b, backend="native")
+    P = _probes(ens, X, [2])
+    for dtype in DTYPES:
+        Xd = P.astype(dtype)
+        raw = b.predict(Xd, raw_score=True).reshape(len(Xd), -1)
+        assert_allclose(p.decision_function(Xd).reshape(len(Xd), -1), raw, rtol=1e-12, atol=1e-12)
+        leaves = b.predict(Xd, pred_leaf=True).reshape(len(Xd), -1)
+        _, leaf_map = convert(b, leaf_map=True)
+        assert_array_equal(leaf_map[np.asarray(ens.tree_offsets[:-1]) + p.apply(Xd)], leaves)
+
+
 # --------------------------------------------------------------------------- XGBoost parity
 
 

@@ -19,6 +19,15 @@ from fastml.errors import InvalidModelError
 from reference_trees import tree_apply, tree_predict
 
 
+
+@pytest.fixture(autouse=True, params=[0, 1, 3], ids=["one-block", "tree-per-block", "3-node-blocks"])
+def _blocks(request, monkeypatch):
+    """``validate()`` checks runs of whole trees at a time (``ir.TREE_BLOCK_NODES``): every
+    test also runs with a run per tree, and with runs that split the first tree from the
+    second, and must give the same answers and name the same first offender."""
+    if request.param:
+        monkeypatch.setattr(ir, "TREE_BLOCK_NODES", request.param)
+
 def _parts(**changes) -> dict:
     """A valid two-tree regressor on 3 features, as keyword arguments.
 
@@ -355,6 +364,15 @@ def test_cycle_away_from_the_root():
 def test_errors_name_the_first_offender_in_later_trees():
     # the same fault in tree 1 is reported with tree 1's local node id
     _refused(_at("feature", 5, 7), "tree 1 node 0", "feature id 7")
+
+
+def test_the_first_rule_broken_is_reported_before_earlier_trees():
+    # tree 0 has a NaN threshold, tree 1 a feature id out of range: the feature rule comes
+    # first, so tree 1 is named however the trees are split into runs
+    thr = _parts()["threshold"].copy()
+    thr[2] = np.nan
+    _refused(_at("feature", 5, 7, threshold=thr), "tree 1 node 0", "feature id 7")
+    _refused(_model(threshold=thr), "tree 0 node 2", "threshold is NaN")
 
 
 # --------------------------------------------------------------------------- enumerated values
