@@ -127,7 +127,7 @@ class QKernelSVM(ir.SVMShape):
 
 
 PROXY_ROWS = 256     # support vectors used as rows to choose among the candidates
-MARGIN = 0.7         # a candidate replaces a simpler one only when its proxy error is this much lower
+MARGIN = 0.35        # a candidate replaces a simpler one only when its proxy error is this much lower
 
 
 def rotation_matrix(F: int, seed: int = 0) -> np.ndarray:

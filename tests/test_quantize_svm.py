@@ -171,23 +171,23 @@ def test_vnni_and_portable_batches_threads_and_dtypes_give_identical_answers():
 # with plain max/127 rounding before the rotation and feedback candidates). What remains is the
 # support vectors' rounding on few features (iris: 4, a rotation spreads nothing) or the row's and
 # the vectors' rounding raised to the third power (poly) or through tanh's steep part (sigmoid)
-# where the coefficients are large (NuSVC, SVR); the proxy rows quantize_svm chooses by are the
-# model's own support vectors, and on the three cases marked "worse" they picked the rotation that
-# measured better on them but worse on the held-out rows.
+# where the coefficients are large (NuSVC, SVR). quantize_svm chooses by the model's own support
+# vectors as rows; a candidate must cut their error by 65% (MARGIN): with 30%, three poly/sigmoid
+# models took a rotation that measured better on those rows but worse on the held-out ones.
 LOOSE = {
     ("iris", "NuSVC", "rbf"): (0.04, 0.12),                # 3.7% / 0.103 (before: the same)
     ("iris", "NuSVC", "poly"): (0.07, 1.0),                # 6.7% / 0.865 (the same)
     ("iris", "SVR", "poly"): (0.07, 0.15),                 # 6.7% / 0.118 (the same)
     ("digits", "SVC", "poly"): (0.0001, 0.1),              # 0.004% (1 of 24,300) / 0.082 (the same)
-    ("digits", "SVC", "sigmoid"): (0.0005, 0.15),          # 0.01% / 0.126 (0.10% / 0.146)
+    ("digits", "SVC", "sigmoid"): (0.0005, 0.1),           # 0.008% / 0.069 (0.10% / 0.146)
     ("digits", "NuSVC", "sigmoid"): (0.006, 0.7),          # 0.57% / 0.628 (1.43% / 0.992)
-    ("digits", "SVR", "poly"): (0.012, 0.2),               # 1.11% / 0.168 (worse: 0.56% / 0.166)
+    ("digits", "SVR", "poly"): (0.006, 0.2),               # 0.56% / 0.166 (the same)
     ("digits", "SVR", "sigmoid"): (0.008, 0.2),            # 0.74% / 0.157 (7.2% / 0.343)
     ("digits", "OneClassSVM", "sigmoid"): (0.006, 0.2),    # 0.56% / 0.149 (7.6% / 0.501)
     ("breast_cancer", "SVC", "poly"): (0.006, 0.15),       # 0.58% / 0.136 (the same)
-    ("breast_cancer", "NuSVC", "poly"): (0.018, 0.55),     # 1.75% / 0.496 (worse max: 1.75% / 0.382)
-    ("breast_cancer", "NuSVC", "sigmoid"): (0.006, 0.08),  # 0.58% / 0.071 (worse: 0 / 0.066)
-    ("breast_cancer", "SVR", "poly"): (0.03, 0.2),         # 2.92% / 0.167 (1.75% / 0.200)
+    ("breast_cancer", "NuSVC", "poly"): (0.018, 0.4),      # 1.75% / 0.382 (the same)
+    ("breast_cancer", "SVR", "poly"): (0.03, 0.2),         # 2.92% / 0.167 (1.75% / 0.200: more values
+                                                           # out, the largest smaller)
 }
 # one-class models whose decision values on held-out rows are all within ~1e-2 of 0 (a polynomial
 # kernel on standardized data): any rounding flips their sign, so agreement is not asked of them
