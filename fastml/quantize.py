@@ -18,11 +18,11 @@
   quantized (lossy: see ``kernels/src/fm_qsvm.h``); sizes against the float64
   the float SVM kernel holds.
 
-Exact argmax for int8 linear models (on by default)
-----------------------------------------------------
-A :class:`~fastml.ir_quant.QLinear` keeps its float64 coefficients next to
-the int8 ones (``quantize(..., exact_argmax=True)``, the default; ``False``
-drops them). For every row the int8 kernel then bounds, from the
+Exact argmax for int8 linear models (opt-in)
+--------------------------------------------
+With ``quantize(..., exact_argmax=True)`` a :class:`~fastml.ir_quant.QLinear`
+keeps its float64 coefficients next to the int8 ones (the default, ``False``,
+is plain int8: 4x smaller than float32, no recheck). For every row the int8 kernel then bounds, from the
 quantization steps, how far each int8 score can lie from the float kernel's:
 
     |f_c - y_c| <= E ||w_c||_1 + ||x^||_1 max_k |w_ck - w^_ck| + 1e-6 (...)
@@ -47,15 +47,17 @@ features, so on the digits and benchmark workloads it rechecks (nearly) every
 row's probabilities and the int8 model runs at float speed or slower. The
 labels-only guard rechecks the rows near a tie (0.3-4% on digits, about 45% on
 the benchmark's 10 near-tied classes). The report records the fraction of
-rows recomputed. Cost: the float64
+rows recomputed. It is opt-in because on near-tied classes it costs the
+int8 model its speed (the benchmark: ~50% of rows rechecked, 2x the plain
+int8 time) and always its size. Cost: the float64
 coefficients (8 bytes per weight, counted in ``bytes_quantized`` and shown as
 ``bytes_guard``: the int8 model is then larger than the float32 one; it is
 faster, not smaller), and per row one pass over its uint8 codes plus O(n_targets)
 work; rechecked rows cost one float row each. The guard lives in the native
 kernel: the onnxruntime int8 backend and ``Predictor.save`` (ONNX Runtime's
 own int8 graph) have no guard. Through ``Predictor``, ``quantize="int8"`` gets
-the defaults; for other settings quantize with this function and pass the
-IR to ``Predictor``.
+the defaults (no guard); for the guard quantize with this function and pass
+the IR to ``Predictor``.
 
 Every quantized model carries a :class:`QuantizationReport`: agreement of
 labels with the float model, max and mean absolute difference of its
@@ -177,7 +179,7 @@ def _input_ranges(pipe: ir.Pipeline, X: np.ndarray) -> np.ndarray:
     return np.array(ranges, dtype=np.float64)
 
 
-def _quantize_linear(est: ir.Linear, ranges, exact_argmax: bool = True, tolerance=None) -> QLinear:
+def _quantize_linear(est: ir.Linear, ranges, exact_argmax: bool = False, tolerance=None) -> QLinear:
     Q, scale = quantize_columns(est.coef.T)
     return QLinear(coef_q=np.ascontiguousarray(Q.T), coef_scale=scale, intercept=est.intercept,
                    is_classifier=est.is_classifier, classes=est.classes, proba=est.proba, flat=est.flat,
@@ -273,7 +275,7 @@ def _tolerance(exact_argmax, tolerance):
     return rtol, atol
 
 
-def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 1, exact_argmax: bool = True,
+def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 1, exact_argmax: bool = False,
              tolerance=_DEFAULT):
     """Quantize a model: ``(quantized IR, QuantizationReport)``.
 
@@ -293,7 +295,7 @@ def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 
     exact_argmax : bool
         Linear models: keep the float64 coefficients so that the native int8 kernel
         recomputes in float every row whose label could differ from the float model's
-        (see "Exact argmax" above). ``False``: plain int8 (4x smaller than float32).
+        (see "Exact argmax" above). ``False`` (default): plain int8 (4x smaller than float32).
         Other families ignore it.
     tolerance : (rtol, atol) or None
         Linear models with ``exact_argmax``: also recompute rows whose returned values

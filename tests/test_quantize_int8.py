@@ -350,8 +350,8 @@ def test_guard_gives_the_float_labels_on_every_row(near_tied, dtype, scheme):
     est, X = near_tied
     X = X.astype(dtype)
     flt = fastml.Predictor(est, backend="native", n_threads=2)
-    q, rep = fastml.quantize(est, scheme, calibration=X[:500])
-    plain, _ = fastml.quantize(est, scheme, calibration=X[:500], exact_argmax=False)
+    q, rep = fastml.quantize(est, scheme, calibration=X[:500], exact_argmax=True)
+    plain, _ = fastml.quantize(est, scheme, calibration=X[:500])   # the default: no guard
     p, p0 = fastml.Predictor(q, backend="native", n_threads=2), fastml.Predictor(plain, backend="native")
     want = flt.predict(X)
     assert np.mean(p0.predict(X) == want) < 1.0  # without the guard int8 flips some labels here
@@ -376,19 +376,20 @@ def test_guard_on_binary_and_regressors(demo):
         est, Xtr, Xte = demo[name]
         X = np.vstack([Xtr, Xte])
         flt = fastml.Predictor(est, backend="native")
-        p = fastml.Predictor(est, quantize="int8", calibration=Xtr, backend="native")
+        q, rep = fastml.quantize(est, "int8", calibration=Xtr, exact_argmax=True)
+        p = fastml.Predictor(q, backend="native")
         if name.startswith("Ridge"):
-            assert p.quantization_report.recheck_labels is None
+            assert rep.recheck_labels is None
             continue
         np.testing.assert_array_equal(p.predict(X), flt.predict(X))
-        assert p.quantization_report.agreement == 1.0
+        assert rep.agreement == 1.0
 
 
 @pytest.mark.parametrize("name", [n for n in _demo_models() if not n.startswith("MLP")])
 def test_guard_with_tolerance_certifies_values(demo, name):
     est, Xtr, Xte = demo[name]
     m = _method(est)
-    q, rep = fastml.quantize(est, "int8", calibration=Xtr, tolerance=(1e-2, 0.05))
+    q, rep = fastml.quantize(est, "int8", calibration=Xtr, exact_argmax=True, tolerance=(1e-2, 0.05))
     p = fastml.Predictor(q, backend="native")
     got, want = getattr(p, m)(Xte), getattr(est, m)(Xte)
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=0.05)
@@ -407,7 +408,7 @@ def test_guard_bound_holds_on_adversarial_rows():
         lin = ir.Linear(coef=W, intercept=b, is_classifier=True, classes=np.arange(T), proba="softmax").validate()
         X = rng.normal(size=(2000, F)) * rng.choice([1e-3, 1.0, 1e3], size=(1, F))
         X[::3, 0] *= 50
-        q, _ = fastml.quantize(lin)
+        q, _ = fastml.quantize(lin, exact_argmax=True)
         for dt in (np.float32, np.float64):
             Xd = X.astype(dt)
             flt = fastml.Predictor(lin, backend="native", n_threads=2)
@@ -417,14 +418,14 @@ def test_guard_bound_holds_on_adversarial_rows():
 
 def test_report_shows_guard_and_sizes(near_tied):
     est, X = near_tied
-    q, rep = fastml.quantize(est, "int8", calibration=X)
+    q, rep = fastml.quantize(est, "int8", calibration=X, exact_argmax=True)
     k, f = 10, 100
     assert rep.bytes_guard == 8 * (k * f + k) and rep.bytes_quantized == k * f + 8 * k + rep.bytes_guard
     assert rep.agreement == 1.0 and 0 < rep.recheck_labels < 1 and rep.recheck_values is not None
     native = fastml.Predictor(q, backend="native")._backends["native"]
     assert rep.recheck_labels == native.rechecked(X, "predict") / len(X)
     assert "guard" in str(rep) and "recomputed in float" in str(rep)
-    q0, rep0 = fastml.quantize(est, "int8", calibration=X, exact_argmax=False)
+    q0, rep0 = fastml.quantize(est, "int8", calibration=X)   # the default: no guard
     assert rep0.guard == "off" and rep0.recheck_labels is None and rep0.bytes_guard == 0
     assert rep0.agreement < 1.0 and rep0.size_ratio > 3.5
     assert ir.as_pipeline(q0).estimator.float_coef is None
@@ -437,10 +438,10 @@ def test_guard_options_and_ir_are_checked(near_tied):
     with pytest.raises(InvalidOptionError, match="needs exact_argmax"):
         fastml.quantize(est, "int8", exact_argmax=False, tolerance=(0.01, 0.05))
     with pytest.raises(InvalidOptionError, match="finite"):
-        fastml.quantize(est, "int8", tolerance=(-1, 0.05))
+        fastml.quantize(est, "int8", exact_argmax=True, tolerance=(-1, 0.05))
     with pytest.raises(InvalidOptionError, match="rtol, atol"):
-        fastml.quantize(est, "int8", tolerance="tight")
-    q, _ = fastml.quantize(est, "int8")
+        fastml.quantize(est, "int8", exact_argmax=True, tolerance="tight")
+    q, _ = fastml.quantize(est, "int8", exact_argmax=True)
     with pytest.raises(InvalidModelError, match="float_coef"):
         ir.replace(q, float_coef=q.float_coef[:, :5]).validate()
     with pytest.raises(InvalidModelError, match="tolerance needs float_coef"):
