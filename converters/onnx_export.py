@@ -175,7 +175,10 @@ def _sklearn_graph(est, n: int, dt: np.dtype, *, raw_scores: bool, target_opset)
     if isinstance(node, (ir.Scaler, ir.Normalizer)):  # a bare transformer
         return _step_graph(est, n, dt, target_opset)
     tree = node if isinstance(node, ir.TreeEnsemble) else None
-    if names & {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}:
+    # HistGradientBoosting: skl2onnx cannot write categorical splits or the log link; the
+    # exponential loss: skl2onnx's "raw scores" graph outputs the probability
+    if (names & {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}
+            or (tree is not None and tree.logistic_scale != 1.0)):
         from .sklearn_import import import_model
 
         tree = import_model(est)  # raises the frontend's own error where it refuses the model
@@ -601,13 +604,20 @@ def tree_onnx(est: ir.TreeEnsemble, *, dtype=np.float32, raw_scores: bool = Fals
         raw = "raw_avg"
     t = _elem_type(dt)
     if not est.is_classifier:
+        if est.post == "exp":  # the inverse of a log link
+            nodes.append(helper.make_node("Exp", [raw], ["raw_exp"], name="inverse_link"))
+            raw = "raw_exp"
         nodes.append(helper.make_node("Identity", [raw], ["variable"], name="values"))
         outputs = [helper.make_tensor_value_info("variable", t, [None, K])]
         return _model(nodes, [helper.make_tensor_value_info("X", t, [None, est.n_features])], outputs, inits,
                       {"": 21, "ai.onnx.ml": _TREE_ML_OPSET}, est.name)
     proba = raw
     if est.post == "logistic":
-        nodes.append(helper.make_node("Sigmoid", [raw], ["sig"], name="sigmoid"))
+        z = raw
+        if est.logistic_scale != 1.0:  # s = sigmoid(c raw)
+            nodes.append(helper.make_node("Mul", [raw, const("scale", est.logistic_scale)], ["raw_c"], name="scale"))
+            z = "raw_c"
+        nodes.append(helper.make_node("Sigmoid", [z], ["sig"], name="sigmoid"))
         proba = "sig"
         if K == 1:
             nodes += [helper.make_node("Sub", [const("one", 1.0), "sig"], ["sig0"], name="complement"),

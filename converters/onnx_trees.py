@@ -156,14 +156,16 @@ class _TreeScores:
 @dataclass(frozen=True, eq=False)
 class _TreeOut:
     """A tensor fastml's own tree writer (``onnx_export.tree_onnx``) computes from the raw
-    scores: ``sig`` = Sigmoid(s) of one column, ``sig0`` = 1 - sig, ``proba`` =
-    probabilities (``post`` "logistic" as [1 - sig, sig], or "softmax"), ``index`` =
-    the class index by ``rule`` ("argmax", "argmax_proba", "gt0", "ge0")."""
+    scores: ``scaled`` = c s (one column, before a Sigmoid), ``sig`` = Sigmoid(c s) of one
+    column, ``sig0`` = 1 - sig, ``proba`` = probabilities (``post`` "logistic" as [1 - sig,
+    sig], or "softmax"), ``index`` = the class index by ``rule`` ("argmax", "argmax_proba",
+    "gt0", "ge0"). ``scale`` is c (1 unless a Mul came before the Sigmoid)."""
 
     src: _TreeScores
     what: str
     post: str = ""
     rule: str = ""
+    scale: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -943,9 +945,12 @@ def _h_tree_ensemble(r, node, args):
 
 
 def _same_scores(r, node, x, c):
-    if _scalar(node, c, "operand") != 1.0:
-        raise _unsupported(node, f"{node.op_type} of tree-ensemble scores by a constant other than 1")
-    return x
+    v = _scalar(node, c, "operand")
+    if v == 1.0:
+        return x
+    if node.op_type == "Mul" and x.width == 1 and not x.est.is_classifier and np.isfinite(v) and v > 0:
+        return _TreeOut(x, "scaled", scale=float(v))  # the writer's Sigmoid(c raw)
+    raise _unsupported(node, f"{node.op_type} of tree-ensemble scores by {v!r}")
 
 
 def _wrap_handler(handler: Callable, tree_case: Callable) -> Callable:
@@ -1007,7 +1012,7 @@ def _reshape_scores(r, node, args):
 
 def _add_base(r, node, x, c):
     est = x.est
-    if est.average or est.is_classifier:
+    if est.average or est.is_classifier or est.post != "none":
         raise _unsupported(node, "adds a constant to averaged or classifier tree scores")  # not the writer's order
     v = np.asarray(c.value, dtype=np.float64).ravel()
     if v.size not in (1, est.n_targets) or not np.all(np.isfinite(v)):
@@ -1023,7 +1028,7 @@ def _divide(r, node, x, c):
     if n == 1.0:
         return x
     est = x.est
-    if not (n > 0 and np.isfinite(n)) or est.average or est.is_classifier:
+    if not (n > 0 and np.isfinite(n)) or est.average or est.is_classifier or est.post != "none":
         raise _unsupported(node, f"divides tree scores by {n!r}")
     if n == est.n_trees:
         return _TreeScores(_finish_ir(node, ir.replace(est, average=True)), x.feat, x.width)
@@ -1044,6 +1049,8 @@ def _scores_of(node, v, one_column: bool = False) -> _TreeScores:
 def _h_post_unary(r, node, args):
     x = args[0]
     if node.op_type == "Sigmoid":
+        if isinstance(x, _TreeOut) and x.what == "scaled":
+            return [_TreeOut(x.src, "sig", scale=x.scale)]
         return [_TreeOut(_scores_of(node, x, True), "sig")]
     if _attr(node, "axis", AttributeProto.INT, -1) not in (1, -1):
         raise _unsupported(node, f"{node.op_type} along an axis other than the last")
@@ -1057,10 +1064,17 @@ def _h_post_unary(r, node, args):
     return [_TreeOut(_scores_of(node, x), "index", rule="argmax")]
 
 
+def _h_post_exp(r, node, args):
+    x = args[0]
+    if not isinstance(x, _TreeScores) or x.est.is_classifier or x.est.post != "none":
+        raise _unsupported(node, f"expected a tree regressor's raw scores, got {_describe(x)}")
+    return [_TreeScores(_finish_ir(node, ir.replace(x.est, post="exp")), x.feat, x.width)]  # exp(raw)
+
+
 def _complement(r, node, c, x):
     if _scalar(node, c, "operand") != 1.0 or x.what != "sig":
         raise _unsupported(node, "expected 1 - Sigmoid(tree scores)")
-    return _TreeOut(x.src, "sig0")
+    return _TreeOut(x.src, "sig0", scale=x.scale)
 
 
 def _sign(op):
@@ -1074,8 +1088,8 @@ def _sign(op):
 def _h_post_concat(r, node, args):
     if (_attr(node, "axis", AttributeProto.INT) in (1, -1) and len(args) == 2 and all(
             isinstance(a, _TreeOut) for a in args) and [a.what for a in args] == ["sig0", "sig"]
-            and args[0].src is args[1].src):
-        return [_TreeOut(args[0].src, "proba", post="logistic")]
+            and args[0].src is args[1].src and args[0].scale == args[1].scale):
+        return [_TreeOut(args[0].src, "proba", post="logistic", scale=args[1].scale)]
     raise _unsupported(node, "a Concat of tree outputs other than [1 - Sigmoid(s), Sigmoid(s)]")
 
 
@@ -1107,10 +1121,11 @@ def _classifier_of(outs, name_of):
     other = [(n, v) for n, v in outs if not isinstance(v, _Label)][0]
     src, est = idx.src, idx.src.est
     post = idx.post or ""
+    scale = 1.0
     if isinstance(other[1], _TreeOut) and other[1].what == "proba":
         if other[1].src is not src or (post and post != other[1].post):
             raise UnsupportedModelError("the label and the probabilities come from different computations")
-        post = other[1].post
+        post, scale = other[1].post, other[1].scale
     elif not (isinstance(other[1], _TreeScores) and other[1] is src):
         raise UnsupportedModelError(f"output {other[0]!r} is {_describe(other[1])}, expected the ensemble's scores "
                                     "or probabilities")
@@ -1119,7 +1134,7 @@ def _classifier_of(outs, name_of):
     if idx.rule in ("gt0", "ge0") and post == "none":
         post = "logistic"  # a raw-scores export of a binary booster: the label says sign
     est = ir.replace(est, is_classifier=True, classes=label[0].classes, post=post, predict_rule=idx.rule,
-                     flat=False)
+                     flat=False, post_params=(scale,) if scale != 1.0 else ())
     return src, est.validate()
 
 
@@ -1164,6 +1179,8 @@ def register(handlers: dict, binary: dict) -> None:
     for op in ("Sigmoid", "Softmax", "ArgMax"):
         h, lo, hi = handlers.get(("", op), (None, 1, 1))
         handlers[("", op)] = (_wrap_any(h, _h_post_unary), lo, hi)
+    h, lo, hi = handlers.get(("", "Exp"), (None, 1, 1))
+    handlers[("", "Exp")] = (_wrap_any(h, _h_post_exp), lo, hi)
     h, lo, hi = handlers[("", "Concat")]
     handlers[("", "Concat")] = (_wrap_any(h, _h_post_concat), lo, hi)
     h, lo, hi = handlers.get(("", "Gather"), (None, 2, 2))

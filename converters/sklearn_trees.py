@@ -142,8 +142,6 @@ def _gb_init(est) -> np.ndarray:
 def _gradient_boosting(est) -> ir.TreeEnsemble:
     _fitted(est, "estimators_", "init_")
     is_classifier = hasattr(est, "classes_")
-    if getattr(est, "loss", None) == "exponential":
-        raise UnsupportedModelError(f"{type(est).__name__}(loss='exponential') is not supported")
     stages = est.estimators_  # (n_stages, K) of DecisionTreeRegressor
     K = stages.shape[1]
     lr = float(est.learning_rate)
@@ -158,8 +156,10 @@ def _gradient_boosting(est) -> ir.TreeEnsemble:
               allow_nan=False, allow_inf=False, name=type(est).__name__)
     if is_classifier:
         classes = np.array(est.classes_, copy=True)
+        # the exponential loss (binary): p = expit(2 raw), its half-logit link
+        scale = (2.0,) if getattr(est, "loss", None) == "exponential" else ()
         return _concat(parts, est.n_features_in_, is_classifier=True, classes=classes,
-                       post="logistic" if K == 1 else "softmax",
+                       post="logistic" if K == 1 else "softmax", post_params=scale,
                        predict_rule="ge0" if K == 1 else "argmax", **kw)
     return _concat(parts, est.n_features_in_, flat=True, **kw)
 
@@ -291,10 +291,10 @@ def _hist_gradient_boosting(est) -> ir.TreeEnsemble:
     name = type(est).__name__
     is_classifier = hasattr(est, "classes_")
     link = type(est._loss.link).__name__
-    if not is_classifier and link != "IdentityLink":
+    if not is_classifier and link not in ("IdentityLink", "LogLink"):
         raise UnsupportedModelError(
-            f"{name}(loss={est.loss!r}): predict applies the inverse link of {link} "
-            "(exp) to the raw sum; fastml's tree IR has no exp post-transform for regressors")
+            f"{name}(loss={est.loss!r}): predict applies the inverse link of {link} to the raw sum, "
+            "which fastml's tree IR does not express (it has identity and exp)")
     columns = _hgb_columns(est)
     categories = _hgb_categories(est, columns)
     K = int(est.n_trees_per_iteration_)
@@ -319,7 +319,8 @@ def _hist_gradient_boosting(est) -> ir.TreeEnsemble:
                        classes=np.array(est.classes_, copy=True),
                        post="logistic" if K == 1 else "softmax",
                        predict_rule="gt0" if K == 1 else "argmax", **kw)
-    return _concat(parts, est.n_features_in_, flat=True, **kw)
+    # poisson / gamma: predict = exp(raw), the inverse of the log link
+    return _concat(parts, est.n_features_in_, flat=True, post="exp" if link == "LogLink" else "none", **kw)
 
 
 # --------------------------------------------------------------------------- isolation forest

@@ -326,7 +326,7 @@ class KernelSVM(SVMShape):
 #: how a split node sends a row left (``TreeEnsemble.split``)
 SPLIT_LEQ, SPLIT_LT, SPLIT_MEMBER = 0, 1, 2
 COMPARES = ("float32", "float64")
-TREE_POSTS = ("none", "proba", "logistic", "softmax", "isolation")
+TREE_POSTS = ("none", "proba", "logistic", "softmax", "isolation", "exp")
 PREDICT_RULES = ("value", "argmax", "argmax_proba", "ge0", "gt0", "isolation")
 
 
@@ -391,10 +391,13 @@ class TreeEnsemble:
 
     ``post`` turns ``raw`` into probabilities (classifiers) or scores:
     ``"none"``, ``"proba"`` (raw already is the class distribution: forests),
-    ``"logistic"`` (one column: ``[1 - s, s]``, ``s = 1 / (1 + exp(-raw))``;
-    several: one sigmoid per column), ``"softmax"``, ``"isolation"``
-    (IsolationForest: ``score_samples = -2 ** (-raw / post_params[0])`` and
-    ``decision_function = score_samples - post_params[1]``).
+    ``"logistic"`` (one column: ``[1 - s, s]``, ``s = 1 / (1 + exp(-c raw))``
+    with ``c = post_params[0]`` if given, else 1: GradientBoosting's
+    exponential loss has ``c = 2``; several columns: one sigmoid per column),
+    ``"softmax"``, ``"isolation"`` (IsolationForest: ``score_samples = -2 **
+    (-raw / post_params[0])`` and ``decision_function = score_samples -
+    post_params[1]``), ``"exp"`` (regressors: ``predict = exp(raw)``, the
+    inverse of a log link: HistGradientBoosting's poisson and gamma losses).
     ``predict_rule`` says how a label is chosen: ``"value"`` (regressor: raw),
     ``"argmax"`` (first argmax of raw), ``"argmax_proba"`` (first argmax of
     the probabilities), ``"ge0"`` / ``"gt0"`` (one raw column compared with 0),
@@ -436,6 +439,11 @@ class TreeEnsemble:
     @property
     def n_nodes(self) -> int:
         return int(self.feature.shape[0])
+
+    @property
+    def logistic_scale(self) -> float:
+        """``c`` of ``post="logistic"``: ``s = 1 / (1 + exp(-c raw))`` (1 unless given)."""
+        return float(self.post_params[0]) if self.post == "logistic" and len(self.post_params) else 1.0
 
     @classmethod
     def from_trees(cls, trees, n_features: int, **fields) -> "TreeEnsemble":
@@ -542,11 +550,17 @@ class TreeEnsemble:
             raise self._bad(f"unknown post {self.post!r}, expected one of {TREE_POSTS}")
         if self.predict_rule not in PREDICT_RULES:
             raise self._bad(f"unknown predict_rule {self.predict_rule!r}, expected one of {PREDICT_RULES}")
+        pp = tuple(self.post_params)
         if self.post == "isolation":
-            pp = tuple(self.post_params)
             if len(pp) != 2 or not all(np.isfinite(pp)) or pp[0] == 0:
                 raise self._bad(f"post 'isolation' needs post_params (denominator, offset), finite, "
                                 f"denominator != 0; got {pp}")
+        elif self.post == "logistic":
+            if len(pp) > 1 or (pp and not (np.isfinite(pp[0]) and pp[0] > 0)):
+                raise self._bad(f"post 'logistic' takes post_params () or (scale,) with a finite scale > 0; "
+                                f"got {pp}")
+        elif pp:
+            raise self._bad(f"post {self.post!r} takes no post_params, got {pp}")
         if self.is_classifier:
             if self.classes is None:
                 raise self._bad("a classifier needs classes")
@@ -564,10 +578,14 @@ class TreeEnsemble:
                 raise self._bad(f"predict_rule {self.predict_rule!r} is for regressors")
             if self.post == "none" and self.predict_rule == "argmax_proba":
                 raise self._bad("predict_rule 'argmax_proba' needs probabilities (post)")
+            if self.post in ("exp", "isolation"):
+                raise self._bad(f"post {self.post!r} is for regressors")
             _frozen(classes)
         else:
             if self.classes is not None or self.post in ("proba", "logistic", "softmax"):
                 raise self._bad("a regressor has no classes or probabilities")
+            if self.post == "exp" and self.predict_rule != "value":
+                raise self._bad("post 'exp' is for regressors that predict a value")
             if self.predict_rule not in ("value", "isolation"):
                 raise self._bad(f"predict_rule {self.predict_rule!r} is for classifiers")
             if self.flat and nt != 1:

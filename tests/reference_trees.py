@@ -112,6 +112,8 @@ def tree_predict_proba(model, X) -> np.ndarray:
     if est.post == "proba":
         return raw
     if est.post == "logistic":
+        c = est.post_params[0] if len(est.post_params) else 1.0   # s = sigmoid(c raw)
+        raw = c * raw
         if raw.shape[1] == 1:
             p = _sigmoid(raw[:, 0])
             return np.column_stack([1.0 - p, p])
@@ -144,6 +146,8 @@ def tree_predict(model, X) -> np.ndarray:
     rule = est.predict_rule
     if rule == "value":
         raw = tree_raw(model, X)
+        if est.post == "exp":
+            raw = np.exp(raw)
         return raw[:, 0] if est.flat else raw
     if rule == "isolation":
         return np.where(tree_decision_function(model, X) < 0, -1, 1)

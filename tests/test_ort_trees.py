@@ -125,6 +125,11 @@ CASES = {
         "categorical", False),
     "HistGradientBoostingRegressor": (
         lambda: ske.HistGradientBoostingRegressor(max_iter=10, max_leaf_nodes=8), "regression", True),
+    "HistGradientBoostingRegressor poisson": (
+        lambda: ske.HistGradientBoostingRegressor(max_iter=10, max_leaf_nodes=8, loss="poisson"), "counts", True),
+    "GradientBoostingClassifier exponential loss": (
+        lambda: ske.GradientBoostingClassifier(n_estimators=10, max_depth=3, loss="exponential", random_state=0),
+        "binary", False),
     "IsolationForest": (lambda: ske.IsolationForest(n_estimators=10, random_state=0), "3 classes", True),
     "LGBMClassifier binary": (lambda: _lgb("classifier"), "binary", True),
     "LGBMClassifier 3 classes": (lambda: _lgb("classifier"), "3 classes", True),
@@ -137,6 +142,7 @@ CASES = {
 _DATA = {
     "categorical": _categorical,
     "binary 0/1": lambda: (DATASETS["binary"]()[0], (DATASETS["binary"]()[1] == "pos").astype(int)),
+    "counts": lambda: (DATASETS["regression"]()[0], np.exp(DATASETS["regression"]()[1] / np.std(DATASETS["regression"]()[1]))),
     "3 classes 0..2": lambda: (DATASETS["3 classes"]()[0], np.searchsorted([-1, 2, 7], DATASETS["3 classes"]()[1])),
 }
 

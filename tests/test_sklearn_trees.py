@@ -86,6 +86,8 @@ def _data(task: str, nan: bool, seed: int = 0):
         y = np.array([-1, 2, 7, 11])[np.searchsorted(np.quantile(score, [0.25, 0.5, 0.75]), score)]
     elif task == "regression":
         y = 3.0 * score
+    elif task == "positive":  # counts / positive amounts for the log-link losses
+        y = np.exp(0.3 * score)
     else:  # multi-output regression
         y = np.column_stack([3.0 * score, np.sin(X[:, 0] if not nan else np.nan_to_num(X[:, 0])), -score])
     return X, y
@@ -133,6 +135,9 @@ MODELS = {
     "GradientBoostingClassifier init=zero early stopping": (
         lambda: ske.GradientBoostingClassifier(n_estimators=30, max_depth=2, init="zero", n_iter_no_change=2,
                                                validation_fraction=0.3, random_state=0), "binary", False),
+    "GradientBoostingClassifier exponential loss": (
+        lambda: ske.GradientBoostingClassifier(n_estimators=12, max_depth=3, loss="exponential", random_state=0),
+        "binary", False),
     "GradientBoostingRegressor huber": (
         lambda: ske.GradientBoostingRegressor(n_estimators=15, max_depth=3, loss="huber", random_state=0),
         "regression", False),
@@ -152,6 +157,12 @@ MODELS = {
     "HistGradientBoostingRegressor categorical absolute_error": (
         lambda: _hgb_cat(ske.HistGradientBoostingRegressor, max_iter=10, max_depth=4, loss="absolute_error"),
         "regression", True),
+    "HistGradientBoostingRegressor poisson": (
+        lambda: ske.HistGradientBoostingRegressor(max_iter=12, max_depth=4, loss="poisson", random_state=0),
+        "positive", True),
+    "HistGradientBoostingRegressor gamma categorical": (
+        lambda: _hgb_cat(ske.HistGradientBoostingRegressor, max_iter=10, max_depth=4, loss="gamma"),
+        "positive", True),
     "HistGradientBoostingRegressor quantile": (
         lambda: ske.HistGradientBoostingRegressor(max_iter=10, loss="quantile", quantile=0.3, random_state=0),
         "regression", False),
@@ -616,21 +627,6 @@ def test_unfitted_estimator(cls):
 def test_unfitted_pipeline():
     with pytest.raises(NotFittedError):
         import_model(make_pipeline(StandardScaler(), ske.RandomForestClassifier()))
-
-
-def test_gradient_boosting_exponential_loss_is_refused():
-    X, y = _data("binary", False)
-    est = ske.GradientBoostingClassifier(n_estimators=3, loss="exponential").fit(X, y)
-    with pytest.raises(UnsupportedModelError, match=r"GradientBoostingClassifier\(loss='exponential'\)"):
-        import_model(est)
-
-
-@pytest.mark.parametrize("loss", ["poisson", "gamma"])
-def test_hgb_log_link_regressors_are_refused(loss):
-    X, y = _data("regression", False)
-    est = ske.HistGradientBoostingRegressor(max_iter=3, loss=loss).fit(X, np.exp(y / 10))
-    with pytest.raises(UnsupportedModelError, match=f"loss='{loss}'.*LogLink.*no exp post-transform"):
-        import_model(est)
 
 
 def test_gradient_boosting_custom_init_is_refused():

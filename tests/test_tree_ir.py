@@ -377,7 +377,7 @@ def test_the_first_rule_broken_is_reported_before_earlier_trees():
 
 # --------------------------------------------------------------------------- enumerated values
 
-@pytest.mark.parametrize("field, value", [("compare", "float16"), ("post", "exp"),
+@pytest.mark.parametrize("field, value", [("compare", "float16"), ("post", "log"),
                                           ("predict_rule", "median")])
 def test_unknown_enumerated_values(field, value):
     _refused(_model(**{field: value}), f"unknown {field} {value!r}")
@@ -387,6 +387,35 @@ def test_unknown_enumerated_values(field, value):
 def test_isolation_needs_two_post_params(params):
     _refused(_model(post="isolation", post_params=params, predict_rule="isolation"),
              "post 'isolation' needs post_params")
+
+
+def _binary(**changes) -> ir.TreeEnsemble:
+    """The valid trees as a boosted binary classifier: one raw column, sigmoid probabilities."""
+    kw = dict(n_targets=1, is_classifier=True, classes=np.array([0, 1]), post="logistic",
+              predict_rule="ge0", flat=False)
+    kw.update(changes)
+    return _model(**kw)
+
+
+def test_logistic_scale_and_exp_post_are_valid():
+    assert _binary(post_params=(2.0,)).validate().logistic_scale == 2.0
+    assert _binary().validate().logistic_scale == 1.0
+    assert _model(post="exp").validate().methods() == {"predict", "apply"}
+
+
+@pytest.mark.parametrize("params", [(0.0,), (-2.0,), (np.inf,), (np.nan,), (2.0, 1.0)])
+def test_logistic_takes_one_finite_positive_scale(params):
+    _refused(_binary(post_params=params), "post 'logistic' takes post_params () or (scale,)")
+
+
+@pytest.mark.parametrize("post", ["none", "exp"])
+def test_other_posts_take_no_params(post):
+    _refused(_model(post=post, post_params=(1.0,)), f"post {post!r} takes no post_params")
+
+
+def test_exp_post_is_for_value_regressors():
+    _refused(_binary(post="exp"), "post 'exp' is for regressors")
+    _refused(_model(post="exp", predict_rule="isolation"), "post 'exp' is for regressors that predict a value")
 
 
 # --------------------------------------------------------------------------- classifiers and regressors

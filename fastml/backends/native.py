@@ -204,7 +204,7 @@ class ForestNative(_Native):
         self._scan = not (est.allow_nan and est.allow_inf)
         # (output width, column of the raw score, kernel transform) of predict_proba
         self._proba = None
-        if "predict_proba" in self._methods:
+        if "predict_proba" in self._methods and est.logistic_scale == 1.0:
             self._proba = ((2, 1, _trees.POST_LOGISTIC2) if est.post == "logistic" and self._T == 1
                            else (self._T, 0, _POSTS[est.post]))
         self._cmp_dtype = np.dtype(np.float32) if est.compare == "float32" else None
@@ -267,6 +267,13 @@ class ForestNative(_Native):
     def predict_proba(self, X) -> np.ndarray:
         if self._proba is None:
             self._need("predict_proba")
+            # a scaled logistic (GradientBoosting's exponential loss): the kernel's raw
+            # scores, then s = 1 / (1 + exp(-c raw)) as scikit-learn's expit(c raw)
+            z = self.raw(X) * -self._est.logistic_scale
+            np.exp(z, out=z)
+            z += 1.0
+            s = np.reciprocal(z, out=z)
+            return np.hstack([1.0 - s, s]) if self._T == 1 else s
         width, col, post = self._proba
         return self._raw(X, width, col, post=post)[0]
 
@@ -286,6 +293,8 @@ class ForestNative(_Native):
         rule = self._est.predict_rule
         if rule == "value":
             raw = self.raw(X)
+            if self._est.post == "exp":  # the inverse of a log link (poisson, gamma)
+                np.exp(raw, out=raw)
             return raw.reshape(-1) if self._est.flat else raw
         if rule == "isolation":
             return np.where(self.decision_function(X) < 0, -1, 1)
