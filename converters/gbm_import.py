@@ -1,8 +1,10 @@
 """LightGBM and XGBoost models -> ``fastml.ir.TreeEnsemble``.
 
 Both libraries are optional: nothing here imports them. A model is read
-through its own serialisation (LightGBM's model string, XGBoost's JSON), so
-the frontend only needs the object the user already has.
+through its own serialisation (LightGBM's model string, XGBoost's UBJSON), so
+the frontend only needs the object the user already has. Either is read a few
+iterations at a time and converted straight into the IR's arrays, so loading
+needs little more memory than those arrays.
 
 Node numbering (what ``apply`` returns)
 ---------------------------------------
@@ -69,6 +71,15 @@ LightGBM (``include/LightGBM/tree.h``, ``src/c_api.cpp``)
 
 XGBoost (``src/predictor``, ``src/common/categorical.h``)
 ----------------------------------------------------------
+* The model is read as slices ``booster[a:b]`` of a few iterations (about
+  ``XGB_CHUNK_BYTES`` each), saved as UBJSON: node arrays come as big-endian
+  float32/int32 arrays (thresholds exact, no decimal text) that become numpy
+  views, never a Python object per node. A slice keeps the learner's
+  parameters (``base_score``, objective, classes), its trees' ``tree_info``
+  and, for dart, their ``weight_drop``. Runs of trees whose nodes are all
+  reachable and numbered after their parents, with no categorical split
+  (what XGBoost grows), are converted in numpy; the others (pruned nodes left
+  in the arrays by ``tree_method="exact"``, categorical splits) tree by tree.
 * ``X`` is cast to float32. A split goes left iff ``x < split_condition``
   (``compare="float32"``, ``SPLIT_LT``). NaN goes to ``default_left``.
   ``inplace_predict``, which the scikit-learn wrappers use, accepts
@@ -86,6 +97,8 @@ XGBoost (``src/predictor``, ``src/common/categorical.h``)
   ``multi:softmax`` (XGBoost 3.2 stores one value per class). XGBoost then adds leaf
   values in tree order in float32. The IR adds the same float32 values in
   float64, so raw scores agree within float32 rounding of the running sums.
+  (A dart booster adds ``(base + leaf) - base`` per tree in float32: the
+  leaf itself only when the base is 0, otherwise within a float32 ulp.)
   Categories are the numbers XGBoost sees in a numpy array (a model trained
   on pandas categories recodes pandas input; fastml takes the codes).
 * ``XGBClassifier.predict``: binary ``proba > 0.5`` (``predict_rule="gt0"``
@@ -103,6 +116,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import warnings
 from typing import Dict, List, Optional, Tuple
 
@@ -720,27 +734,54 @@ def _xgb_base_margin(objective: str, base: np.ndarray) -> np.ndarray:
     return base
 
 
-def _xgb_tree(tree: dict) -> dict:
-    lc = np.asarray(tree["left_children"], dtype=np.int64)
-    rc = np.asarray(tree["right_children"], dtype=np.int64)
-    n = lc.shape[0]
-    cond = np.asarray(tree["split_conditions"], dtype=np.float64).astype(np.float32).astype(np.float64)
-    feat = np.asarray(tree["split_indices"], dtype=np.int64)
-    dl = np.asarray(tree["default_left"], dtype=np.int64).astype(bool)
-    stype = np.asarray(tree.get("split_type", [0] * n), dtype=np.int64)
-    if int(tree.get("tree_param", {}).get("size_leaf_vector", "1")) > 1:
+def _xgb_field(tree: dict, key: str):
+    try:
+        return tree[key]
+    except (KeyError, TypeError):
+        raise InvalidModelError(f"XGBoost tree has no {key!r}") from None
+
+
+def _xgb_read(tree: dict):
+    """``(left_children, right_children, split_conditions, split_indices, default_left,
+    split_type)`` of one tree, with their lengths checked; conditions are float32 values
+    (as float64), whatever the source (UBJSON's float32, or JSON's shortest decimals)."""
+    fields = [_xgb_field(tree, key) for key in
+              ("left_children", "right_children", "split_conditions", "split_indices", "default_left")]
+    try:
+        lc, rc = (np.asarray(a, dtype=np.int64) for a in fields[:2])
+        n = lc.shape[0]
+        cond = np.asarray(fields[2], dtype=np.float64).astype(np.float32).astype(np.float64)
+        feat = np.asarray(fields[3], dtype=np.int64)
+        dl = np.asarray(fields[4], dtype=np.int64).astype(bool)
+        stype = np.asarray(tree["split_type"], dtype=np.int64) if "split_type" in tree else np.zeros(n, np.int64)
+        leaf_vector = int(tree.get("tree_param", {}).get("size_leaf_vector", "1"))
+    except (TypeError, ValueError, AttributeError, OverflowError, IndexError):
+        raise InvalidModelError("XGBoost tree: an array holds values that are not numbers") from None
+    if leaf_vector > 1:
         raise UnsupportedModelError("XGBoost trees with vector leaves (multi_strategy='multi_output_tree') "
                                     "are not supported")
-    for nm, a in (("right_children", rc), ("split_conditions", cond), ("split_indices", feat),
-                  ("default_left", dl), ("split_type", stype)):
-        if a.shape[0] != n:
-            raise InvalidModelError(f"XGBoost tree has {n} left_children but {a.shape[0]} {nm}")
+    for nm, a in (("left_children", lc), ("right_children", rc), ("split_conditions", cond),
+                  ("split_indices", feat), ("default_left", dl), ("split_type", stype)):
+        if a.ndim != 1 or a.shape[0] != n:
+            raise InvalidModelError(f"XGBoost tree has {n} left_children but {a.size} {nm}")
+    return lc, rc, cond, feat, dl, stype
+
+
+def _xgb_tree(tree: dict, read=None) -> dict:
+    """One tree node by node (categorical splits, pruned nodes, anything unusual)."""
+    lc, rc, cond, feat, dl, stype = read if read is not None else _xgb_read(tree)
+    n = lc.shape[0]
     cats: Dict[int, np.ndarray] = {}
     if np.any(stype == 1):
-        nodes = tree["categories_nodes"]
-        segs, sizes, allc = tree["categories_segments"], tree["categories_sizes"], tree["categories"]
-        for k, nid in enumerate(nodes):
-            cats[int(nid)] = np.asarray(allc[int(segs[k]):int(segs[k]) + int(sizes[k])], dtype=np.int64)
+        nodes = _xgb_field(tree, "categories_nodes")
+        segs, sizes = _xgb_field(tree, "categories_segments"), _xgb_field(tree, "categories_sizes")
+        allc = _xgb_field(tree, "categories")
+        try:
+            for k, nid in enumerate(nodes):
+                cats[int(nid)] = np.asarray(allc[int(segs[k]):int(segs[k]) + int(sizes[k])], dtype=np.int64)
+        except (IndexError, TypeError, ValueError):
+            raise InvalidModelError("XGBoost tree: categories_nodes, categories_segments, categories_sizes "
+                                    "and categories do not match") from None
     # Deleted (pruned) nodes may remain in the arrays unreachable: renumber the
     # reachable ones in order, so ids stay XGBoost's whenever nothing was pruned.
     reach = np.zeros(n, bool)
@@ -801,6 +842,243 @@ def _xgb_copy(out: _Tree, nid: int, src: int, lc, rc, feat, cond, dl, stype, cat
             out.split(nid, int(feat[i]), ir.SPLIT_MEMBER, 0.0, not dl[i], R, L, cat=bits)
 
 
+def _xgb_fast(n: np.ndarray, lc, rc, cond, feat, dl, local, with_origin: bool) -> dict:
+    """Consecutive XGBoost trees (``n[k]`` nodes each, arrays joined over the trees) whose
+    nodes are all reachable, children numbered after their parent, and no split categorical,
+    as one piece, in numpy: IR node ``i`` is XGBoost's node ``i`` (what ``_xgb_tree`` gives
+    such a tree)."""
+    split = lc != -1
+    out = {"sizes": n.astype(np.int64), "cat": {},
+           "feature": np.where(split, feat, -1).astype(np.int32),
+           "threshold": np.where(split, cond, 0.0),
+           "left": np.where(split, lc, -1).astype(np.int32),
+           "right": np.where(split, rc, -1).astype(np.int32),
+           "missing_left": split & dl,
+           "split": np.where(split, ir.SPLIT_LT, 0).astype(np.uint8),
+           "value": np.where(split, 0.0, cond)}
+    if with_origin:
+        out["origin"] = np.where(split, -1, local)
+    return out
+
+
+def _xgb_trees(trees: list, with_origin: bool) -> List[dict]:
+    """Consecutive trees of XGBoost's model as pieces: runs of ordinary trees converted
+    together in numpy, the others (categorical splits, pruned nodes left in the arrays,
+    anything malformed) one by one by ``_xgb_tree``, which names what is wrong."""
+    if not trees:
+        return []
+    read = [_xgb_read(t) for t in trees]
+    n = np.array([r[0].shape[0] for r in read], dtype=np.int64)
+    lc, rc, cond, feat, dl, stype = (np.concatenate([r[k] for r in read]) for k in range(6))
+    first = np.cumsum(n) - n
+    base = np.repeat(first, n)
+    local = np.arange(lc.shape[0], dtype=np.int64) - base
+    size = np.repeat(n, n)
+    split = lc != -1
+    # a child numbered after its parent and every node but the root a child exactly once:
+    # each tree is whole, acyclic and fully reachable from node 0, in XGBoost's own ids
+    good = ~split | ((lc > local) & (lc < size) & (rc > local) & (rc < size) & (feat >= -1) & (feat <= _INT32_MAX))
+    edges = split & good
+    indegree = np.bincount(np.concatenate([(lc + base)[edges], (rc + base)[edges]]), minlength=lc.shape[0])
+    good &= np.where(local == 0, indegree == 0, indegree == 1) & (stype != 1)
+    slow = (np.bincount(np.repeat(np.arange(n.shape[0]), n)[~good], minlength=n.shape[0]) > 0) | (n == 0)
+    del edges, indegree, size, split, base
+    pieces = []
+    k = 0
+    while k < n.shape[0]:
+        if slow[k]:
+            pieces.append(_xgb_tree(trees[k], read[k]))
+            k += 1
+            continue
+        j = k + 1
+        while j < n.shape[0] and not slow[j]:
+            j += 1
+        s, e = first[k], first[j - 1] + n[j - 1]
+        pieces.append(_xgb_fast(n[k:j], lc[s:e], rc[s:e], cond[s:e], feat[s:e], dl[s:e], local[s:e], with_origin))
+        k = j
+    return pieces
+
+
+# UBJSON (https://ubjson.org) as XGBoost writes it: big-endian numbers; typed, counted arrays
+# of numbers for the trees' node arrays
+_UBJ_NUMBERS = {ord("i"): ">i1", ord("U"): ">u1", ord("I"): ">i2", ord("l"): ">i4", ord("L"): ">i8",
+                ord("d"): ">f4", ord("D"): ">f8"}
+_UBJ_STRUCT = {m: struct.Struct(f) for m, f in
+               ((ord("i"), ">b"), (ord("U"), ">B"), (ord("I"), ">h"), (ord("l"), ">i"), (ord("L"), ">q"),
+                (ord("d"), ">f"), (ord("D"), ">d"))}
+_UBJ_INT64 = _UBJ_STRUCT[ord("L")]
+
+
+class _UBJ:
+    """A UBJSON document as dicts, lists and scalars. Typed arrays of numbers become numpy
+    views of the buffer (no Python object per element). ``span`` is where the value of the
+    last ``"trees"`` key lies."""
+
+    def __init__(self, buf):
+        self.buf, self.pos, self.span = buf, 0, (0, 0)
+
+    def parse(self):
+        try:
+            value = self._value(self._marker())
+        except (IndexError, struct.error, UnicodeDecodeError, ValueError, RecursionError):
+            raise InvalidModelError(f"XGBoost model: malformed UBJSON at byte {self.pos}") from None
+        return value
+
+    def _marker(self) -> int:
+        m = self.buf[self.pos]
+        self.pos += 1
+        while m == 78:   # N: no-op
+            m = self.buf[self.pos]
+            self.pos += 1
+        return m
+
+    def _count(self) -> int:
+        pos = self.pos
+        if self.buf[pos] == 76:   # L: int64, how XGBoost writes every length and count
+            c = _UBJ_INT64.unpack_from(self.buf, pos + 1)[0]
+            self.pos = pos + 9
+        else:
+            c = self._value(self._marker())
+            if not isinstance(c, int) or isinstance(c, bool):
+                raise ValueError("bad count")
+        if not 0 <= c <= len(self.buf):
+            raise ValueError("bad count")
+        return c
+
+    def _value(self, m: int):
+        if m == 91:   # [
+            return self._array()
+        if m == 83 or m == 72:   # S, H: length, utf-8
+            return self._string()
+        if m == 123:  # {
+            return self._object()
+        st = _UBJ_STRUCT.get(m)
+        if st is not None:
+            v = st.unpack_from(self.buf, self.pos)[0]
+            self.pos += st.size
+            return v
+        if m == 84 or m == 70:   # T, F
+            return m == 84
+        if m == 90:   # Z
+            return None
+        if m == 67:   # C
+            self.pos += 1
+            return chr(self.buf[self.pos - 1])
+        raise ValueError(f"marker {m}")
+
+    def _string(self) -> str:
+        k = self._count()
+        raw = self.buf[self.pos:self.pos + k]
+        if len(raw) != k:
+            raise ValueError("string past the end")
+        self.pos += k
+        return bytes(raw).decode()
+
+    def _header(self):
+        """``(type marker or None, count or None)`` of a container."""
+        typ = count = None
+        if self.buf[self.pos] == 36:   # $
+            typ = self.buf[self.pos + 1]
+            self.pos += 2
+            if self.buf[self.pos] != 35:
+                raise ValueError("a typed container without a count")
+        if self.buf[self.pos] == 35:   # #
+            self.pos += 1
+            count = self._count()
+        return typ, count
+
+    def _array(self):
+        typ, count = self._header()
+        if typ in _UBJ_NUMBERS:
+            dt = np.dtype(_UBJ_NUMBERS[typ])
+            if self.pos + count * dt.itemsize > len(self.buf):
+                raise ValueError("array past the end")
+            a = np.frombuffer(self.buf, dt, count, self.pos)
+            self.pos += count * dt.itemsize
+            return a
+        if count is not None:
+            return [self._value(typ if typ is not None else self._marker()) for _ in range(count)]
+        out = []
+        while True:
+            m = self._marker()
+            if m == 93:   # ]
+                return out
+            out.append(self._value(m))
+
+    def _object(self) -> dict:
+        typ, count = self._header()
+        out = {}
+        while count is None or len(out) < count:
+            if count is None and self.buf[self.pos] == 125:   # }
+                self.pos += 1
+                break
+            key = self._string()
+            start = self.pos
+            out[key] = self._value(typ if typ is not None else self._marker())
+            if key == "trees":
+                self.span = (start, self.pos)
+        return out
+
+
+#: UBJSON bytes per slice of the booster (``booster[a:b]``): one slice is parsed at a time
+XGB_CHUNK_BYTES = 1 << 19
+
+
+def _xgb_chunks(booster, n_layers: int):
+    """``(learner, iterations)``: XGBoost's model (``save_raw("ubj")``) a few iterations at
+    a time, as slices ``booster[a:b]`` of about ``XGB_CHUNK_BYTES``, for the first
+    ``n_layers`` iterations. Each slice holds the learner's parameters, its own trees,
+    ``tree_info`` and (dart) ``weight_drop``; the whole model is never serialised at once."""
+    start, step = 0, 1
+    while start < n_layers:
+        step = min(step, n_layers - start)
+        part = booster[start:start + step]
+        raw = part.save_raw(raw_format="ubj")
+        del part
+        doc = _UBJ(raw)
+        learner = doc.parse()
+        if not isinstance(learner, dict) or not isinstance(learner.get("learner"), dict):
+            raise InvalidModelError("XGBoost model: no 'learner' object")
+        trees = doc.span[1] - doc.span[0]
+        rest = len(raw) - trees
+        yield learner["learner"], step
+        del raw, learner, doc
+        start += step
+        step = max(1, int(max(XGB_CHUNK_BYTES - rest, 2 * rest) * step // max(trees, 1)))
+
+
+def _xgb_key(d, *keys):
+    """``d[k0][k1]...``, or a typed error naming the path."""
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            raise InvalidModelError(f"XGBoost model: no {'/'.join(keys)}")
+        d = d[k]
+    return d
+
+
+def _xgb_slice_trees(name: str, learner: dict, n_out: int):
+    """The trees and ``tree_info`` of one slice; dart weights other than 1 are refused."""
+    gb = _xgb_key(learner, "gradient_booster")
+    kind = gb.get("name")
+    if kind == "dart":
+        weights = np.asarray(gb.get("weight_drop", []), dtype=np.float64)
+        if np.any(weights != 1.0):
+            raise UnsupportedModelError(
+                f"{name}: dart boosters with dropout weights other than 1 are not supported")
+        gb = _xgb_key(gb, "gbtree")
+    elif kind != "gbtree":
+        raise UnsupportedModelError(f"{name}: XGBoost booster {kind!r} is not supported (only gbtree)")
+    trees, info = _xgb_key(gb, "model", "trees"), _xgb_key(gb, "model", "tree_info")
+    try:
+        info = np.asarray(info, dtype=np.int64)
+    except (TypeError, ValueError):
+        info = np.zeros(0, np.int64)
+    if not isinstance(trees, list) or info.ndim != 1 or info.shape[0] != len(trees) \
+            or np.any((info < 0) | (info >= n_out)):
+        raise InvalidModelError(f"{name}: tree_info does not give an output group in [0, {n_out}) per tree")
+    return trees, info
+
+
 def _xgboost_ir(model, with_origin: bool = False) -> Tuple[ir.TreeEnsemble, Optional[np.ndarray]]:
     _check_fitted(model)
     name = type(model).__name__
@@ -810,49 +1088,32 @@ def _xgboost_ir(model, with_origin: bool = False) -> Tuple[ir.TreeEnsemble, Opti
         missing = getattr(model, "missing", np.nan)
         if missing is not None and not (isinstance(missing, float) and math.isnan(missing)):
             raise UnsupportedModelError(f"{name}: missing={missing!r}; fastml treats only NaN as missing")
-    learner = json.loads(bytes(booster.save_raw(raw_format="json")))["learner"]
-    gb = learner["gradient_booster"]
-    kind = gb.get("name")
-    if kind == "dart":
-        weights = np.asarray(gb.get("weight_drop", []), dtype=np.float64)
-        if np.any(weights != 1.0):
-            raise UnsupportedModelError(
-                f"{name}: dart boosters with dropout weights other than 1 are not supported")
-        gb = gb["gbtree"]
-    elif kind != "gbtree":
+    kind = json.loads(booster.save_config())["learner"]["gradient_booster"].get("name")
+    if kind not in ("gbtree", "dart"):   # gblinear cannot be sliced
         raise UnsupportedModelError(f"{name}: XGBoost booster {kind!r} is not supported (only gbtree)")
-    mdl = gb["model"]
-    trees = mdl["trees"]
-    info = np.asarray(mdl["tree_info"], dtype=np.int64)
-    indptr = mdl.get("iteration_indptr")
-    lmp = learner["learner_model_param"]
-    n_class = int(lmp.get("num_class", "0"))
-    n_target = int(lmp.get("num_target", "1"))
-    n_out = n_class if n_class > 1 else max(n_target, 1)
-    objective = learner["objective"]["name"]
-    if is_sklearn:
-        best = getattr(booster, "best_iteration", None) if "best_iteration" in booster.attributes() else None
-        if best is not None:
-            if indptr is None:
-                per = int(gb["model"]["gbtree_model_param"].get("num_parallel_tree", "1")) * n_out
-                end = (best + 1) * per
-            else:
-                end = int(indptr[best + 1])
-            trees, info = trees[:end], info[:end]
-    if not trees:
+    # the scikit-learn wrappers stop at best_iteration; a bare Booster uses every tree
+    n_layers = int(booster.num_boosted_rounds())
+    if is_sklearn and "best_iteration" in booster.attributes():
+        n_layers = min(n_layers, int(booster.best_iteration) + 1)
+    if n_layers <= 0:
         raise UnsupportedModelError(f"{name}: the model has no trees")
-    if info.shape[0] != len(trees) or np.any((info < 0) | (info >= n_out)):
-        raise InvalidModelError(f"{name}: tree_info does not give an output group in [0, {n_out}) per tree")
+    chunks = _xgb_chunks(booster, n_layers)
+    learner, layers = next(chunks)
+    lmp = _xgb_key(learner, "learner_model_param")
+    n_features = _xgb_key(lmp, "num_feature")
+    try:
+        n_class = int(lmp.get("num_class", "0"))
+        n_target = int(lmp.get("num_target", "1"))
+        n_features = int(n_features)
+    except (TypeError, ValueError):
+        raise InvalidModelError(f"{name}: learner_model_param holds values that are not integers") from None
+    n_out = n_class if n_class > 1 else max(n_target, 1)
+    objective = _xgb_key(learner, "objective", "name")
     base = _xgb_float_list(lmp.get("base_score", "0.5"))
     if base.shape[0] not in (1, n_out):
         raise InvalidModelError(f"{name}: base_score has {base.shape[0]} values for {n_out} outputs")
     base = np.broadcast_to(_xgb_base_margin(objective, base), (n_out,)).astype(np.float64)
-    nodes = _Nodes(with_origin, expect=sum(len(t.get("left_children", ())) for t in trees))
-    for t in trees:
-        nodes.add(_xgb_tree(t))
-    kw = dict(n_targets=n_out, tree_target=info.astype(np.int32) if n_out > 1 else None,
-              base_score=base, compare="float32", allow_nan=True, allow_inf=True, name=name)
-    n_features = int(lmp["num_feature"])
+    # what the model is, decided (and refused) before its trees are read
     classify = objective in ("binary:logistic", "multi:softprob", "multi:softmax")
     sk_classifier = is_sklearn and hasattr(model, "n_classes_")
     if sk_classifier:
@@ -868,14 +1129,35 @@ def _xgboost_ir(model, with_origin: bool = False) -> Tuple[ir.TreeEnsemble, Opti
         if n_target != 1 or (binary and (k != 2 or n_out != 1)) or (not binary and k != n_out):
             raise UnsupportedModelError(f"{name}: {k} classes with {n_out} outputs (objective {objective!r}, "
                                         f"num_target={n_target}) are not supported; multi-label is not")
-        return nodes.ensemble(n_features, is_classifier=True, classes=np.arange(k),
-                         post="logistic" if binary else "softmax",
-                         predict_rule="gt0" if binary else "argmax", **kw)
-    if objective not in _XGB_IDENTITY:
+        what = dict(is_classifier=True, classes=np.arange(k), post="logistic" if binary else "softmax",
+                    predict_rule="gt0" if binary else "argmax")
+    elif objective not in _XGB_IDENTITY:
         raise UnsupportedModelError(
             f"{name}: XGBoost objective {objective!r} transforms the margin in a way fastml's "
             "TreeEnsemble cannot express")
-    return nodes.ensemble(n_features, flat=n_out == 1, **kw)
+    else:
+        what = dict(flat=n_out == 1)
+    # slice by slice: the slice's bytes, its parsed arrays and the pieces never hold more
+    # than a chunk's worth beyond the IR's own arrays
+    nodes = _Nodes(with_origin)
+    infos: List[np.ndarray] = []
+    n_nodes, done = 0, 0
+    while learner is not None:
+        trees, info = _xgb_slice_trees(name, learner, n_out)
+        infos.append(info)
+        for piece in _xgb_trees(trees, with_origin):
+            nodes.add(piece)
+            n_nodes += piece["feature"].shape[0]
+        done += layers
+        nodes.expect(n_nodes * n_layers / done)   # iterations so far as a sample
+        del trees, learner
+        learner, layers = next(chunks, (None, 0))
+    info = np.concatenate(infos)
+    if info.shape[0] == 0:
+        raise UnsupportedModelError(f"{name}: the model has no trees")
+    kw = dict(n_targets=n_out, tree_target=info.astype(np.int32) if n_out > 1 else None,
+              base_score=base, compare="float32", allow_nan=True, allow_inf=True, name=name)
+    return nodes.ensemble(n_features, **what, **kw)
 
 
 # --------------------------------------------------------------------------- public

@@ -334,6 +334,34 @@ def _grown_tree_text(rng, n_leaves: int, n_features: int) -> str:
             f"leaf_value={words(rng.standard_normal(n_leaves) * 0.05)}\n")
 
 
+def _convert_near_the_ir(model, monkeypatch, chunk_attr: str, rng, n_features: int):
+    """``convert(model)`` in chunks of 64 KiB of model text (``chunk_attr``) and blocks of
+    8,192 nodes, with the peak of memory traced while it ran at most 2x the IR's array
+    bytes; the IR, its native Predictor and 300 rows with 10% NaN to check it on."""
+    import tracemalloc
+
+    from converters import gbm_import
+
+    from fastml import Predictor
+
+    monkeypatch.setattr(gbm_import, chunk_attr, 1 << 16)
+    monkeypatch.setattr(ir, "TREE_BLOCK_NODES", 1 << 13)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        ens = convert(model)
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    ir_bytes = sum(a.nbytes for a in (ens.tree_offsets, ens.feature, ens.threshold, ens.left, ens.right,
+                                      ens.missing_left, ens.value, ens.split))
+    assert peak <= 2 * ir_bytes, f"peak {peak / 1e6:.2f} MB for {ir_bytes / 1e6:.2f} MB of IR arrays"
+    X = rng.standard_normal((300, n_features))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    return ens, Predictor(ens, backend="native"), X
+
+
 def test_lgbm_conversion_memory_stays_near_the_ir(lgb, monkeypatch):
     """Converting never holds the whole model text or a second copy of the node arrays.
 
@@ -345,10 +373,6 @@ def test_lgbm_conversion_memory_stays_near_the_ir(lgb, monkeypatch):
     pieces and checks), less than 1x the IR's 4.6 MB here: so 2x the IR. Reading the
     whole text at once cannot fit: LightGBM writes it as about 1.1x the IR and its
     wrapper holds it two or three times over (about 4x the IR before this was fixed)."""
-    import tracemalloc
-
-    from converters import gbm_import
-
     n_trees, n_leaves, n_features = 300, 255, 20
     rng = np.random.default_rng(7)
     trees = "".join(f"Tree={i}\n{_grown_tree_text(rng, n_leaves, n_features)}is_linear=0\nshrinkage=1\n\n\n"
@@ -358,25 +382,8 @@ def test_lgbm_conversion_memory_stays_near_the_ir(lgb, monkeypatch):
         f"tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n"
         f"max_feature_idx={n_features - 1}\nobjective=binary sigmoid:1\nfeature_names={names}\n"
         f"feature_infos={' '.join(['[-5:5]'] * n_features)}\n\n{trees}end of trees\n"))
-    monkeypatch.setattr(gbm_import, "LGB_CHUNK_BYTES", 1 << 16)
-    monkeypatch.setattr(ir, "TREE_BLOCK_NODES", 1 << 13)
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        start = tracemalloc.get_traced_memory()[0]
-        ens = convert(booster)
-        peak = tracemalloc.get_traced_memory()[1] - start
-    finally:
-        tracemalloc.stop()
-    ir_bytes = sum(a.nbytes for a in (ens.tree_offsets, ens.feature, ens.threshold, ens.left, ens.right,
-                                      ens.missing_left, ens.value, ens.split))
+    ens, p, X = _convert_near_the_ir(booster, monkeypatch, "LGB_CHUNK_BYTES", rng, n_features)
     assert ens.n_nodes == n_trees * (2 * n_leaves - 1)
-    assert peak <= 2 * ir_bytes, f"peak {peak / 1e6:.2f} MB for {ir_bytes / 1e6:.2f} MB of IR arrays"
-    from fastml import Predictor
-
-    X = rng.standard_normal((300, n_features))
-    X[rng.random(X.shape) < 0.1] = np.nan
-    p = Predictor(ens, backend="native")
     for dtype in DTYPES:
         Xd = X.astype(dtype)
         assert_allclose(p.decision_function(Xd), booster.predict(Xd, raw_score=True), rtol=1e-12, atol=1e-12)
@@ -428,7 +435,7 @@ def _xgb_replay(ens: ir.TreeEnsemble, apply: np.ndarray):
     return acc, bound * (1 + 1e-6) + 1e-300
 
 
-def _check_xgboost(model, X, cat_features=(), dmatrix_kw=None):
+def _check_xgboost(model, X, cat_features=(), dmatrix_kw=None, renumbered=False):
     xgb = pytest.importorskip("xgboost")
     ens, leaf_map = convert(model, leaf_map=True)
     assert import_model(model).n_nodes == ens.n_nodes
@@ -453,7 +460,7 @@ def _check_xgboost(model, X, cat_features=(), dmatrix_kw=None):
                                        "best_iteration" in booster.attributes() else (0, 0)))
         leaves = np.asarray(leaves).reshape(int(finite.sum()), -1).astype(np.int64)
         assert_array_equal(leaf_map[np.asarray(ens.tree_offsets[:-1]) + apply[finite]], leaves)
-        if not cat_features:  # no guards, no copies: IR ids are XGBoost's ids
+        if not cat_features and not renumbered:  # no guards, copies or pruned nodes: XGBoost's ids
             assert_array_equal(apply[finite], leaves)
         if not ens.is_classifier:
             out = model.predict(Xd) if sk else booster.inplace_predict(Xd)
@@ -598,3 +605,151 @@ def test_xgb_refusals(xgb):
 def test_convert_refuses_other_objects():
     with pytest.raises(UnsupportedModelError, match="cannot import builtins.object"):
         convert(object())
+
+
+# --------------------------------------------------------------------------- XGBoost, memory
+
+
+def _xgb_grown_model(xgb, rng, n_trees: int, n_leaves: int, n_features: int):
+    """A ``binary:logistic`` Booster of random trees grown like XGBoost grows them: a random
+    leaf becomes a split and its children take the next two node ids. XGBoost loads it from
+    JSON (the rest of the document is a small trained model's)."""
+    import json
+
+    X = rng.standard_normal((50, n_features))
+    small = xgb.train({"nthread": 1, "objective": "binary:logistic", "max_depth": 1},
+                      xgb.DMatrix(X, X[:, 0] > 0.3), 1)
+    doc = json.loads(bytes(small.save_raw(raw_format="json")))
+    model = doc["learner"]["gradient_booster"]["model"]
+    template = model["trees"][0]
+    n = 2 * n_leaves - 1
+    trees = []
+    for t in range(n_trees):
+        lc, rc, parents = np.full(n, -1), np.full(n, -1), np.full(n, 2147483647)
+        leaves = [0]
+        for k in range(1, n, 2):
+            j = leaves.pop(int(rng.integers(len(leaves))))
+            lc[j], rc[j], parents[k], parents[k + 1] = k, k + 1, j, j
+            leaves += [k, k + 1]
+        split = lc >= 0
+        cond = np.where(split, rng.standard_normal(n), 0.05 * rng.standard_normal(n)).astype(np.float32)
+        f32 = [float(v) for v in cond]   # the float32 values, exactly
+        trees.append(dict(template, id=t, left_children=lc.tolist(), right_children=rc.tolist(),
+                          parents=parents.tolist(), split_conditions=f32, base_weights=f32,
+                          split_indices=np.where(split, rng.integers(0, n_features, n), 0).tolist(),
+                          default_left=(split & (rng.random(n) < 0.5)).astype(int).tolist(),
+                          split_type=[0] * n, loss_changes=[0.0] * n, sum_hessian=[1.0] * n,
+                          tree_param=dict(template["tree_param"], num_nodes=str(n))))
+    model.update(trees=trees, tree_info=[0] * n_trees, iteration_indptr=list(range(n_trees + 1)),
+                 gbtree_model_param=dict(model["gbtree_model_param"], num_trees=str(n_trees)))
+    return xgb.Booster(model_file=bytearray(json.dumps(doc).encode()))
+
+
+def test_xgb_conversion_memory_stays_near_the_ir(xgb, monkeypatch):
+    """Converting never holds the whole model's JSON, a Python object per node, or a second
+    copy of the node arrays.
+
+    What may be alive at the peak, by design: the IR's arrays (1x), one slice of the booster
+    serialised as UBJSON (``XGB_CHUNK_BYTES``, about 34 bytes a node) with its numpy arrays
+    (a few int64/float64 copies of each node field, under 150 bytes a node), the pieces of at
+    most one block of trees (``TREE_BLOCK_NODES`` nodes at 30 bytes) and validate()'s block
+    temporaries. With slices of 64 KiB and blocks of 8,192 nodes that is about 1-1.5 MB
+    whatever the model's size, less than 1x the IR's 3.1 MB here: so 2x the IR. Parsing the
+    whole model as one JSON document cannot fit: its text alone is about 3x the IR, and its
+    Python lists hold a float or int object per node field (about 9x the IR before)."""
+    n_trees, n_leaves, n_features = 200, 256, 20
+    rng = np.random.default_rng(11)
+    booster = _xgb_grown_model(xgb, rng, n_trees, n_leaves, n_features)
+    ens, p, X = _convert_near_the_ir(booster, monkeypatch, "XGB_CHUNK_BYTES", rng, n_features)
+    assert ens.n_trees == n_trees and ens.n_nodes == n_trees * (2 * n_leaves - 1)
+    for dtype in DTYPES:
+        Xd = X.astype(dtype)
+        margin = booster.inplace_predict(Xd, predict_type="margin").reshape(-1, 1)
+        apply = p.apply(Xd)
+        assert_array_equal(apply, booster.predict(xgb.DMatrix(Xd, nthread=1), pred_leaf=True))
+        replay, bound = _xgb_replay(ens, apply)
+        assert_array_equal(replay, margin)                      # bit for bit
+        raw = p.decision_function(Xd).reshape(-1, 1)
+        assert np.all(np.abs(raw - margin) <= bound)
+        src = booster.inplace_predict(Xd)
+        assert np.all(np.abs(p.predict_proba(Xd)[:, 1] - src) <= 0.25 * bound[:, 0] + 4 * U32)
+
+
+@pytest.mark.parametrize("kind", ["multiclass_forest_best_iteration", "categorical", "dart", "pruned"])
+def test_xgb_in_small_slices_and_blocks(xgb, monkeypatch, kind):
+    """The booster a slice of one iteration at a time and the arrays grown, checked and
+    planned a few trees at a time give XGBoost's margins and leaves (the reference and the
+    native kernel)."""
+    import json
+
+    from converters import gbm_import
+
+    from fastml import Predictor
+
+    monkeypatch.setattr(gbm_import, "XGB_CHUNK_BYTES", 1)
+    monkeypatch.setattr(ir, "TREE_BLOCK_NODES", 7)
+    cat, dm_kw = (), None
+    if kind == "multiclass_forest_best_iteration":
+        X, y = _data(3, seed=12, n=400)
+        m = xgb.XGBClassifier(n_jobs=1, n_estimators=60, max_depth=3, num_parallel_tree=2, learning_rate=0.9,
+                              subsample=0.8, early_stopping_rounds=2)
+        m.fit(X[:200], y[:200], eval_set=[(X[200:], y[200:])], verbose=False)
+        assert m.best_iteration + 1 < m.get_booster().num_boosted_rounds()
+    elif kind == "categorical":
+        m, X, ft = _xgb_cat_model(xgb, False)
+        cat, dm_kw = [2], {"feature_types": ft, "enable_categorical": True}
+    elif kind == "dart":
+        # base_score 0: XGBoost's dart adds (base + leaf - base) * weight in float32, which is
+        # the leaf (what the bit-for-bit replay adds) only when the base is 0
+        X, y = _data(2, seed=13)
+        m = xgb.train({"nthread": 1, "booster": "dart", "rate_drop": 0.0, "max_depth": 3, "base_score": 0.0},
+                      xgb.DMatrix(X, y), 6)
+    else:  # exact's pruner leaves deleted nodes in the arrays: renumbered, one tree at a time
+        X, y = _data(2, seed=14)
+        m = xgb.XGBRegressor(n_jobs=1, n_estimators=8, max_depth=5, gamma=20.0, tree_method="exact").fit(X, 5 * y)
+        assert any(t["tree_param"]["num_deleted"] != "0" for t in
+                   json.loads(bytes(m.get_booster().save_raw(raw_format="json")))["learner"]["gradient_booster"]
+                   ["model"]["trees"])
+    ens = _check_xgboost(m, X, cat_features=cat, dmatrix_kw=dm_kw, renumbered=kind == "pruned")
+    if kind == "multiclass_forest_best_iteration":
+        assert ens.n_trees == (m.best_iteration + 1) * 6
+    P = _probes(ens, X, cat)
+    p = Predictor(m, backend="native")
+    sk = hasattr(m, "get_booster")
+    for dtype in DTYPES:
+        Xd = P.astype(dtype)
+        margin = (m.predict(Xd, output_margin=True) if sk
+                  else m.inplace_predict(Xd, predict_type="margin")).reshape(len(Xd), -1)
+        _, bound = _xgb_replay(ens, rt.tree_apply(ens, Xd))
+        raw = p.decision_function(Xd) if ens.is_classifier else p.predict(Xd)
+        assert np.all(np.abs(raw.reshape(len(Xd), -1) - margin) <= bound)
+
+
+def test_xgb_malformed_slices_raise_typed_errors(xgb):
+    """Cut UBJSON and broken trees are InvalidModelError, naming what is wrong, on the
+    numpy path as on the tree-by-tree one."""
+    from converters.gbm_import import _UBJ, _xgb_trees
+
+    from fastml.errors import InvalidModelError
+
+    X, y = _data(2, seed=15)
+    b = xgb.train({"nthread": 1, "objective": "binary:logistic", "max_depth": 2}, xgb.DMatrix(X, y), 2)
+    raw = bytes(b[0:1].save_raw(raw_format="ubj"))
+    assert _UBJ(raw).parse()["learner"]["gradient_booster"]["model"]["tree_info"] == [0]
+    for cut in (0, 1, len(raw) // 3, len(raw) // 2, len(raw) - 1):
+        with pytest.raises(InvalidModelError, match="malformed UBJSON"):
+            _UBJ(raw[:cut]).parse()
+    ok = dict(left_children=[1, -1, -1], right_children=[2, -1, -1], split_conditions=[0.5, 1.0, 2.0],
+              split_indices=[3, 0, 0], default_left=[1, 0, 0], split_type=[0, 0, 0])
+    piece, = _xgb_trees([ok, ok], with_origin=True)
+    assert_array_equal(piece["left"], [1, -1, -1] * 2)
+    assert_array_equal(piece["origin"], [-1, 1, 2] * 2)
+    cases = [(dict(ok, left_children=[1, 0, -1]), "reached twice"),            # a cycle
+             (dict(ok, right_children=[3, -1, -1]), "out of range"),
+             (dict(ok, split_indices=[-2, 0, 0]), "feature id -2"),
+             (dict(ok, default_left=[1, 0]), "3 left_children but 2 default_left"),
+             ({k: v for k, v in ok.items() if k != "split_indices"}, "no 'split_indices'"),
+             (dict(ok, split_type=[1, 0, 0]), "no 'categories_nodes'")]
+    for tree, msg in cases:
+        with pytest.raises(InvalidModelError, match=msg):
+            _xgb_trees([ok, tree], with_origin=False)
