@@ -194,6 +194,15 @@ def _hgb_columns(est) -> Optional[np.ndarray]:
     return columns
 
 
+def _categorical_mask(est, columns) -> np.ndarray:
+    """(n_features,) bool: the caller's columns the OrdinalEncoder encodes."""
+    pre = est._preprocessor
+    start = pre.output_indices_["encoder"].start
+    mask = np.zeros(int(est.n_features_in_), dtype=bool)
+    mask[columns[start:start + len(pre.named_transformers_["encoder"].categories_)]] = True
+    return mask
+
+
 def _hgb_categories(est, columns) -> Dict[int, np.ndarray]:
     """Raw category values (index = the code the trees test) per predictor column.
 
@@ -310,10 +319,9 @@ def _hist_gradient_boosting(est) -> ir.TreeEnsemble:
             target.append(k)
     kw = dict(n_targets=K, base_score=np.array(est._baseline_prediction, dtype=np.float64).reshape(-1),
               tree_target=np.array(target, dtype=np.int32) if K > 1 else None,
-              compare="float64", cat_exact=True, allow_nan=True,
-              # the OrdinalEncoder of categorical columns refuses +-inf (numeric
-              # columns accept it); the IR has one flag for all columns
-              allow_inf=not categories, name=name, cat_bits=bits)
+              compare="float64", cat_exact=True, allow_nan=True, allow_inf=True,
+              # the OrdinalEncoder of categorical columns refuses +-inf (numeric columns take it)
+              inf_refused=_categorical_mask(est, columns) if categories else None, name=name, cat_bits=bits)
     if is_classifier:
         return _concat(parts, est.n_features_in_, is_classifier=True,
                        classes=np.array(est.classes_, copy=True),

@@ -430,6 +430,7 @@ class TreeEnsemble:
     flat: bool = False                # regressor: predict returns 1-D
     allow_nan: bool = True            # the source accepts NaN in X
     allow_inf: bool = True            # the source accepts +-inf in X
+    inf_refused: Optional[np.ndarray] = None  # (n_features,) bool: with allow_inf, columns that refuse +-inf
     name: str = "TreeEnsemble"
 
     @property
@@ -544,6 +545,14 @@ class TreeEnsemble:
                 raise self._bad(f"split has {split.shape[0]} entries, expected {n}")
         self._check_nodes(off, arrays["feature"], arrays["left"], arrays["right"], split, thr, val)
 
+        if self.inf_refused is not None:
+            ir_ = np.asarray(self.inf_refused)
+            if ir_.dtype != np.bool_ or ir_.shape != (self.n_features,):
+                raise self._bad(f"inf_refused must be a bool array of shape ({self.n_features},), "
+                                f"got {ir_.dtype} {ir_.shape}")
+            if not self.allow_inf:
+                raise self._bad("inf_refused names the columns that refuse +-inf among columns that "
+                                "accept it: it needs allow_inf=True")
         if self.compare not in COMPARES:
             raise self._bad(f"unknown compare {self.compare!r}, expected one of {COMPARES}")
         if self.post not in TREE_POSTS:
@@ -594,7 +603,8 @@ class TreeEnsemble:
                 raise self._bad("predict_rule 'isolation' and post 'isolation' go together")
         _frozen(*(a for a in (self.tree_offsets, self.feature, self.threshold, self.left, self.right,
                               self.missing_left, self.value, self.tree_target, self.base_score, self.split,
-                              self.cat_offset, self.cat_nwords, self.cat_bits) if a is not None))
+                              self.cat_offset, self.cat_nwords, self.cat_bits, self.inf_refused)
+                  if a is not None))
         return self
 
 

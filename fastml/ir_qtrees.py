@@ -63,6 +63,7 @@ class QTrees:
     classes = property(lambda self: self.ensemble.classes)
     allow_nan = property(lambda self: self.ensemble.allow_nan)
     allow_inf = property(lambda self: self.ensemble.allow_inf)
+    inf_refused = property(lambda self: self.ensemble.inf_refused)
     compare = property(lambda self: self.ensemble.compare)
     name = property(lambda self: self.ensemble.name)
 

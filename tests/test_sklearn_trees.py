@@ -478,7 +478,7 @@ def test_nan_and_inf_flags_match_what_sklearn_accepts(name):
     model = _ir(name)
     base = _rows_like(X_train, 3, np.random.default_rng(4))
 
-    def raises(value) -> bool:
+    def raises(value) -> list:
         bad = []
         for j in range(N_FEATURES):
             X = base.copy()
@@ -488,25 +488,35 @@ def test_nan_and_inf_flags_match_what_sklearn_accepts(name):
                 bad.append(False)
             except ValueError:
                 bad.append(True)
-        return any(bad)
+        return bad
 
-    assert model.allow_nan == (not raises(np.nan)) == (name in TAKES_NAN)
-    for v in (np.inf, -np.inf):
-        assert model.allow_inf == (not raises(v)) == (name in TAKES_INF), v
+    assert model.allow_nan == (not any(raises(np.nan))) == (name in TAKES_NAN)
+    for v in (np.inf, -np.inf):  # column by column: HistGradientBoosting's categorical columns refuse it
+        refused = [not model.allow_inf or (model.inf_refused is not None and bool(model.inf_refused[j]))
+                   for j in range(N_FEATURES)]
+        assert raises(v) == refused, v
+        assert (not any(refused)) == (name in TAKES_INF), v
 
 
-def test_categorical_hgb_refuses_inf_although_sklearn_accepts_it_in_numeric_columns():
-    """scikit-learn's OrdinalEncoder refuses +-inf in a categorical column and the
-    numeric columns take it; the IR has one allow_inf for all columns, so fastml
-    is the stricter of the two there."""
+def test_categorical_hgb_takes_inf_in_numeric_columns_only():
+    """scikit-learn's OrdinalEncoder refuses +-inf in a categorical column and the numeric
+    columns take it: so does fastml (the IR's inf_refused), on both backends."""
+    import fastml
+    from fastml.errors import InputError
+
     est, model, X_train = fitted("HistGradientBoostingClassifier multiclass categorical")
-    X = _rows_like(X_train, 2, np.random.default_rng(5))
-    X[0, 0] = np.inf
-    est.predict(X)
-    X[0, CAT_COL] = np.inf
-    with pytest.raises(ValueError):
-        est.predict(X)
-    assert model.allow_inf is False and model.allow_nan is True
+    assert model.allow_inf and model.allow_nan and model.inf_refused.tolist() == [j == CAT_COL for j in range(5)]
+    X = _rows_like(X_train, 6, np.random.default_rng(5))
+    X[0, 0], X[1, 3], X[2, 1] = np.inf, -np.inf, np.nan
+    for backend in ("native", "onnxruntime"):
+        p = fastml.Predictor(est, backend=backend)
+        np.testing.assert_array_equal(p.predict(X), est.predict(X))
+        bad = X.copy()
+        bad[4, CAT_COL] = np.inf
+        with pytest.raises(ValueError):
+            est.predict(bad)
+        with pytest.raises(InputError, match="infinity"):
+            p.predict(bad)
 
 
 # --------------------------------------------------------------------------- hypothesis
@@ -537,8 +547,12 @@ def test_parity_on_hypothesis_rows(name, dtype, data):
     n = data.draw(st.integers(1, 12), label="rows")
     X = np.array(data.draw(st.lists(st.lists(value, min_size=N_FEATURES, max_size=N_FEATURES),
                                     min_size=n, max_size=n)), dtype=np.float64)
-    if not model.allow_nan or not model.allow_inf:  # categorical HGB: no inf in any column
+    if not model.allow_nan or not model.allow_inf:
         X[~np.isfinite(X) & ~(np.isnan(X) & model.allow_nan)] = 0.0
+    if model.inf_refused is not None:  # categorical HGB: no inf in the categorical columns
+        cols = X[:, model.inf_refused]
+        cols[np.isinf(cols)] = 0.0
+        X[:, model.inf_refused] = cols
     layout = data.draw(st.sampled_from(["C", "F", "strided"]), label="layout")
     X = X.astype(dtype)
     if layout == "F":

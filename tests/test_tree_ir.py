@@ -413,6 +413,13 @@ def test_other_posts_take_no_params(post):
     _refused(_model(post=post, post_params=(1.0,)), f"post {post!r} takes no post_params")
 
 
+def test_inf_refused_is_a_column_mask_next_to_allow_inf():
+    _model(inf_refused=np.array([False, True, False])).validate()
+    for bad in (np.array([0, 1, 0]), np.array([True, False])):
+        _refused(_model(inf_refused=bad), "inf_refused must be a bool array of shape (3,)")
+    _refused(_model(inf_refused=np.zeros(3, bool), allow_inf=False), "it needs allow_inf=True")
+
+
 def test_exp_post_is_for_value_regressors():
     _refused(_binary(post="exp"), "post 'exp' is for regressors")
     _refused(_model(post="exp", predict_rule="isolation"), "post 'exp' is for regressors that predict a value")

@@ -182,6 +182,13 @@ class LinearNative(_Native):
         return self._run(X, np.empty((self._rows(X), self._proba_cols)), self._proba_kind)
 
 
+def _inf_in(Z: np.ndarray, columns: np.ndarray, cmp_dtype) -> bool:
+    """Whether a column of ``columns`` (bool mask) holds +-inf as the comparison sees it."""
+    with np.errstate(over="ignore"):
+        sub = np.asarray(Z)[:, columns]
+        return bool(np.isinf(sub.astype(cmp_dtype) if cmp_dtype is not None else sub).any())
+
+
 _POSTS = {"proba": _trees.POST_NONE, "logistic": _trees.POST_SIGMOID, "softmax": _trees.POST_SOFTMAX}
 
 
@@ -201,7 +208,7 @@ class ForestNative(_Native):
         self._T = est.n_targets
         self._methods = est.methods()
         self._classes = est.classes
-        self._scan = not (est.allow_nan and est.allow_inf)
+        self._scan = not (est.allow_nan and est.allow_inf) or est.inf_refused is not None
         # (output width, column of the raw score, kernel transform) of predict_proba
         self._proba = None
         if "predict_proba" in self._methods and est.logistic_scale == 1.0:
@@ -222,7 +229,8 @@ class ForestNative(_Native):
         est = self._est
         if found & 1 and not est.allow_nan:
             return InputError(f"{self._owner}: Input X contains NaN.")
-        if found & 2 and not est.allow_inf:
+        if found & 2 and (not est.allow_inf or (est.inf_refused is not None and _inf_in(Z, est.inf_refused,
+                                                                                      self._cmp_dtype))):
             dtype = self._cmp_dtype or Z.dtype
             return InputError(f"{self._owner}: Input X contains infinity or a value too large for "
                               f"dtype('{dtype}').")

@@ -74,16 +74,19 @@ def providers_for(device: str):
     raise InvalidOptionError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
 
 
-def refusal(X: np.ndarray, owner: str, *, allow_nan: bool, allow_inf: bool) -> Optional[InputError]:
-    """The error the source raises for NaN / inf in ``X`` given what it accepts, or None."""
+def refusal(X: np.ndarray, owner: str, *, allow_nan: bool, allow_inf: bool,
+            inf_refused: Optional[np.ndarray] = None) -> Optional[InputError]:
+    """The error the source raises for NaN / inf in ``X`` given what it accepts (``inf_refused``:
+    columns that refuse +-inf although the others take it), or None."""
     if not allow_nan and not allow_inf:
         return nonfinite_error(X, owner)
     if all_finite(X):  # the common case, in one pass
         return None
     if not allow_nan and np.isnan(X).any():
         return nonfinite_error(X, owner)
-    if not allow_inf and np.isinf(X).any():
-        return nonfinite_error(np.where(np.isnan(X), 0, X).astype(X.dtype, copy=False), owner)
+    bad = X if not allow_inf else X[:, inf_refused] if inf_refused is not None else None
+    if bad is not None and np.isinf(bad).any():
+        return nonfinite_error(np.where(np.isnan(bad), 0, bad).astype(X.dtype, copy=False), owner)
     return None
 
 
@@ -117,8 +120,10 @@ class OrtBackend:
         # what the source accepts in X, and what its estimator accepts after the steps
         est_nan, est_inf = bool(getattr(est, "allow_nan", False)), bool(getattr(est, "allow_inf", False))
         steps = pipe.steps if pipe is not None else ()
-        self._accepts = (est_nan and all(isinstance(s, ir.Scaler) for s in steps), est_inf and not steps)
-        self._est_accepts = (est_nan, est_inf)
+        inf_refused = getattr(est, "inf_refused", None)
+        self._accepts = (est_nan and all(isinstance(s, ir.Scaler) for s in steps), est_inf and not steps,
+                         inf_refused)
+        self._est_accepts = (est_nan, est_inf, inf_refused)
         self._steps = bool(steps)
         self._tie_break = isinstance(est, ir.Linear) and est.is_classifier and est.proba != "none"
         self._ovr_sigmoids = (estimator is not None and isinstance(est, ir.Linear) and est.proba == "logistic"
@@ -190,8 +195,8 @@ class OrtBackend:
     # ------------------------------------------------------------------ running
     def _prepare(self, X) -> np.ndarray:
         X = check_input(X, self._nf, self._owner, max_rows=self._max_rows) if self._nf else np.asarray(X)
-        allow_nan, allow_inf = self._accepts
-        err = refusal(X, self._owner, allow_nan=allow_nan, allow_inf=allow_inf)
+        allow_nan, allow_inf, inf_refused = self._accepts
+        err = refusal(X, self._owner, allow_nan=allow_nan, allow_inf=allow_inf, inf_refused=inf_refused)
         if err is not None:
             raise err
         return X
@@ -201,8 +206,8 @@ class OrtBackend:
         outs = s.sess.run(s.outputs, {s.input: X.astype(s.dtype, copy=False)})
         if s.features:
             Z = outs.pop()
-            allow_nan, allow_inf = self._est_accepts
-            err = refusal(Z, self._owner, allow_nan=allow_nan, allow_inf=allow_inf)
+            allow_nan, allow_inf, inf_refused = self._est_accepts
+            err = refusal(Z, self._owner, allow_nan=allow_nan, allow_inf=allow_inf, inf_refused=inf_refused)
             if err is not None:
                 raise err
         return outs
