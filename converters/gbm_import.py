@@ -60,10 +60,12 @@ LightGBM (``include/LightGBM/tree.h``, ``src/c_api.cpp``)
   LightGBM's ``raw_score=True`` does not average. The IR's raw (the
   ``decision_function``) is the averaged score that ``predict_proba`` goes
   through.
-* Refused: linear trees, objectives whose output is not the raw score or a
-  sigmoid/softmax of it (``poisson``, ``gamma``, ``tweedie``,
-  ``cross_entropy``, ``regression`` with ``reg_sqrt``), custom objectives
-  for classifiers.
+* ``poisson``, ``gamma``, ``tweedie``: ``predict`` is ``exp(raw)`` (IR
+  ``post="exp"``); ``binary`` / ``multiclassova`` with ``sigmoid=c``:
+  probabilities ``1 / (1 + exp(-c raw))`` (``post_params=(c,)``).
+* Refused: linear trees, objectives whose output is not the raw score, its
+  exp or a sigmoid/softmax of it (``cross_entropy``, ``regression`` with
+  ``reg_sqrt``), custom objectives for classifiers.
 * A bare ``Booster`` is imported by objective. ``binary``, ``multiclass``
   and ``multiclassova`` give a classifier with classes ``0 .. K-1`` whose
   ``predict_proba`` holds ``Booster.predict`` (binary: its column 1). Any
@@ -107,10 +109,14 @@ XGBoost (``src/predictor``, ``src/common/categorical.h``)
   ``Booster.predict`` uses every tree.
 * Refused: ``gblinear``, ``dart`` unless every tree weight is 1, vector-leaf
   trees (``multi_strategy="multi_output_tree"``), multi-label classifiers,
-  ``binary:logitraw`` / ``binary:hinge`` classifiers, objectives with a
-  non-identity output other than logistic/softmax (``count:poisson``,
-  ``reg:gamma``, ``reg:tweedie``, ``reg:logistic``, survival), custom
-  objectives for classifiers, and a ``missing`` value other than NaN.
+  ``binary:logitraw`` / ``binary:hinge`` classifiers, objectives with an
+  output other than the margin, its exp or logistic/softmax
+  (``reg:logistic``, survival), custom objectives for classifiers, and a
+  ``missing`` value other than NaN.
+* ``count:poisson``, ``reg:gamma``, ``reg:tweedie``: ``predict`` is
+  ``exp(margin)`` (IR ``post="exp"``); their ``base_score`` is in output
+  space, its margin ``log`` in double rounded to float32 (ProbToMargin), so
+  the margin still replays bit for bit.
 """
 from __future__ import annotations
 
@@ -596,6 +602,8 @@ _LGB_IDENTITY = {"regression", "regression_l2", "l2", "mean_squared_error", "mse
                  "mape", "mean_absolute_percentage_error", "lambdarank", "rank_xendcg", "xendcg", "xe_ndcg",
                  "xe_ndcg_mart", "xendcg_mart", "custom"}
 _LGB_CLASSIFY = {"binary", "multiclass", "softmax", "multiclassova", "multiclass_ova", "ova", "ovr"}
+#: objectives with a log link: Booster.predict is exp(raw score)
+_LGB_LOG = {"poisson", "gamma", "tweedie"}
 
 
 #: model text per ``model_to_string`` call: LightGBM's wrapper offers a 1 MiB buffer
@@ -655,16 +663,14 @@ def _lightgbm_ir(model, with_origin: bool = False) -> Tuple[ir.TreeEnsemble, Opt
     if params.get("sqrt") is not None:
         raise UnsupportedModelError(f"{name}: objective {objective!r} with reg_sqrt=True squares its output; "
                                     "fastml cannot express that")
-    if objective not in _LGB_IDENTITY | _LGB_CLASSIFY:
+    if objective not in _LGB_IDENTITY | _LGB_CLASSIFY | _LGB_LOG:
         raise UnsupportedModelError(
-            f"{name}: LightGBM objective {objective!r} transforms the raw score (exp, log or sigmoid) "
+            f"{name}: LightGBM objective {objective!r} transforms the raw score (log or sigmoid) "
             "in a way fastml's TreeEnsemble cannot express")
     sigmoid = float(params.get("sigmoid", "1"))
-    if objective in _LGB_CLASSIFY and objective not in ("multiclass", "softmax") and sigmoid != 1.0:
-        raise UnsupportedModelError(
-            f"{name}: objective {objective!r} with sigmoid={sigmoid:g}: LightGBM's probability is "
-            f"1 / (1 + exp(-{sigmoid:g} * raw)); fastml supports sigmoid=1 only (folding the factor "
-            "into the leaves would change the raw scores)")
+    if objective in _LGB_CLASSIFY and objective not in ("multiclass", "softmax") and not (
+            np.isfinite(sigmoid) and sigmoid > 0):
+        raise InvalidModelError(f"{name}: objective {objective!r} with sigmoid={sigmoid!r}")
     average = "average_output" in header
     scale = float(K) if average and K > 1 else 1.0
     # tree by tree from the text, a few iterations at a time: text, per-tree arrays and
@@ -697,12 +703,15 @@ def _lightgbm_ir(model, with_origin: bool = False) -> Tuple[ir.TreeEnsemble, Opt
             raise UnsupportedModelError(f"{name}: {len(classes)} classes with objective {objective!r} and "
                                         f"{K} trees per iteration are not supported")
         post = "softmax" if objective in ("multiclass", "softmax") else "logistic"
-        return nodes.ensemble(n_features, is_classifier=True, classes=classes, post=post,
-                         predict_rule="argmax_proba", **kw)
+        # LightGBM's probability is 1 / (1 + exp(-sigmoid * raw))
+        scale = (sigmoid,) if post == "logistic" and sigmoid != 1.0 else ()
+        return nodes.ensemble(n_features, is_classifier=True, classes=classes, post=post, post_params=scale,
+                              predict_rule="argmax_proba", **kw)
     if objective in _LGB_CLASSIFY:
         raise UnsupportedModelError(f"{name}: a regressor with the classification objective {objective!r} "
                                     "predicts probabilities; fastml cannot express that as a regressor")
-    return nodes.ensemble(n_features, flat=K == 1, **kw)
+    # poisson / gamma / tweedie: predict = exp(raw), the inverse of the log link
+    return nodes.ensemble(n_features, flat=K == 1, post="exp" if objective in _LGB_LOG else "none", **kw)
 
 
 # --------------------------------------------------------------------------- XGBoost
@@ -712,6 +721,8 @@ _XGB_IDENTITY = {"reg:squarederror", "reg:linear", "reg:squaredlogerror", "reg:p
                  "reg:absoluteerror", "reg:quantileerror", "rank:pairwise", "rank:ndcg", "rank:map",
                  "binary:logitraw"}
 _XGB_LOGIT_BASE = {"binary:logistic", "reg:logistic"}
+#: objectives with a log link: predict = exp(margin), base_score in output space (margin log(base))
+_XGB_LOG = {"count:poisson", "reg:gamma", "reg:tweedie"}
 
 
 def _xgb_float_list(s) -> np.ndarray:
@@ -730,6 +741,12 @@ def _xgb_base_margin(objective: str, base: np.ndarray) -> np.ndarray:
             m = -np.log(one / base - one)  # float32 throughout, like ProbToMargin
         if not np.all(np.isfinite(m)):
             raise InvalidModelError(f"XGBoost base_score {base} is outside (0, 1) for {objective}")
+        return m
+    if objective in _XGB_LOG:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = np.log(base.astype(np.float64)).astype(np.float32)  # ProbToMargin: log in double, to float
+        if not np.all(np.isfinite(m)):
+            raise InvalidModelError(f"XGBoost base_score {base} is not positive for {objective}")
         return m
     return base
 
@@ -1131,12 +1148,12 @@ def _xgboost_ir(model, with_origin: bool = False) -> Tuple[ir.TreeEnsemble, Opti
                                         f"num_target={n_target}) are not supported; multi-label is not")
         what = dict(is_classifier=True, classes=np.arange(k), post="logistic" if binary else "softmax",
                     predict_rule="gt0" if binary else "argmax")
-    elif objective not in _XGB_IDENTITY:
+    elif objective not in _XGB_IDENTITY | _XGB_LOG:
         raise UnsupportedModelError(
             f"{name}: XGBoost objective {objective!r} transforms the margin in a way fastml's "
             "TreeEnsemble cannot express")
     else:
-        what = dict(flat=n_out == 1)
+        what = dict(flat=n_out == 1, post="exp" if objective in _XGB_LOG else "none")
     # slice by slice: the slice's bytes, its parsed arrays and the pieces never hold more
     # than a chunk's worth beyond the IR's own arrays
     nodes = _Nodes(with_origin)

@@ -277,6 +277,12 @@ def _onnxmltools(converter: str, est, n: int, dt: np.dtype, *, raw_scores: bool,
 
 
 def _lightgbm_graph(est, n, dt, *, raw_scores, target_opset):
+    tree = _ir_of(est)
+    if isinstance(tree, ir.TreeEnsemble) and tree.logistic_scale != 1.0:
+        # onnxmltools ignores LightGBM's sigmoid parameter (its graph is Sigmoid(raw)): fastml's own
+        if tree.n_features != n:
+            raise UnsupportedModelError(f"{type(est).__name__} expects {tree.n_features} features, not {n}")
+        return tree_onnx(tree, dtype=dt, raw_scores=raw_scores)
     return _onnxmltools("convert_lightgbm", est, n, dt, raw_scores=raw_scores, target_opset=target_opset,
                         zipmap=False)
 

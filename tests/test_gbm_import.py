@@ -38,7 +38,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import reference_trees as rt
 from converters import import_model
 from converters.gbm_import import K_ZERO, convert
-from fastml import ir
+from fastml import Predictor, ir
 from fastml.errors import NotFittedError, UnsupportedModelError
 
 U32 = 2.0 ** -24  # float32 unit roundoff
@@ -290,15 +290,46 @@ def test_lgbm_categorical_nan_negative_and_huge(lgb):
 
 def test_lgbm_refusals(lgb):
     X, y = _data(2, seed=6)
-    with pytest.raises(UnsupportedModelError, match=r"sigmoid=2.*sigmoid=1 only"):
-        import_model(lgb.LGBMClassifier(n_jobs=1, n_estimators=2, sigmoid=2.0, verbose=-1).fit(X, y))
-    with pytest.raises(UnsupportedModelError, match="objective 'poisson'"):
-        import_model(lgb.LGBMRegressor(n_jobs=1, n_estimators=2, objective="poisson", verbose=-1).fit(X, y))
+    with pytest.raises(UnsupportedModelError, match="objective 'cross_entropy'"):
+        import_model(lgb.LGBMRegressor(n_jobs=1, n_estimators=2, objective="cross_entropy", verbose=-1)
+                     .fit(X, (np.nan_to_num(X[:, 0]) > 0).astype(float)))
     with pytest.raises(UnsupportedModelError, match="linear trees"):
         Xf = np.nan_to_num(X)
         import_model(lgb.LGBMRegressor(n_jobs=1, n_estimators=2, linear_tree=True, verbose=-1).fit(Xf, Xf[:, 0]))
     with pytest.raises(UnsupportedModelError, match="reg_sqrt"):
         import_model(lgb.LGBMRegressor(n_jobs=1, n_estimators=2, reg_sqrt=True, verbose=-1).fit(X, X[:, 0] ** 2))
+
+
+@pytest.mark.parametrize("objective", ["poisson", "gamma", "tweedie"])
+def test_lgbm_log_link_objectives(lgb, objective):
+    """predict = exp(raw score) (IR post "exp"), within 1e-12 of LightGBM's."""
+    X, _ = _data(2, seed=7)
+    y = np.exp(0.5 * np.nan_to_num(X[:, 0])) + 0.1
+    m = lgb.LGBMRegressor(n_jobs=1, n_estimators=12, num_leaves=8, objective=objective, verbose=-1).fit(X, y)
+    ens = _check_lightgbm(m, X)
+    assert ens.post == "exp"
+    assert_allclose(Predictor(m, backend="native").predict(X), m.predict(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("objective", ["binary", "multiclassova"])
+def test_lgbm_sigmoid_other_than_one(lgb, objective):
+    """LightGBM's probability is 1 / (1 + exp(-sigmoid raw)): post "logistic" with that scale."""
+    X, y = _data(2 if objective == "binary" else 3, seed=8)
+    m = lgb.LGBMClassifier(n_jobs=1, n_estimators=10, num_leaves=8, objective=objective, sigmoid=2.5,
+                           verbose=-1).fit(X, y)
+    ens = _check_lightgbm(m, X)
+    assert ens.logistic_scale == 2.5
+    assert_allclose(Predictor(m, backend="native").predict_proba(X), m.predict_proba(X), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("objective", ["count:poisson", "reg:gamma", "reg:tweedie"])
+def test_xgb_log_link_objectives(xgb, objective):
+    """predict = exp(margin), base margin log(base_score) in float32 (the margin replays bit for bit)."""
+    X, _ = _data(2, seed=12)
+    y = np.exp(0.5 * np.nan_to_num(X[:, 0])) + 0.1
+    m = xgb.XGBRegressor(n_jobs=1, n_estimators=8, max_depth=3, objective=objective).fit(X, y)
+    ens = _check_xgboost(m, X)
+    assert ens.post == "exp"
 
 
 def test_unfitted_models_raise_not_fitted(lgb, xgb):
@@ -463,9 +494,12 @@ def _check_xgboost(model, X, cat_features=(), dmatrix_kw=None, renumbered=False)
         if not cat_features and not renumbered:  # no guards, copies or pruned nodes: XGBoost's ids
             assert_array_equal(apply[finite], leaves)
         if not ens.is_classifier:
-            out = model.predict(Xd) if sk else booster.inplace_predict(Xd)
-            assert np.all(np.abs(rt.tree_predict(ens, Xd) - np.asarray(out).reshape(raw.shape[0], -1).squeeze())
-                          <= bound.squeeze())
+            out = np.asarray(model.predict(Xd) if sk else booster.inplace_predict(Xd), dtype=np.float64)
+            out = out.reshape(raw.shape[0], -1).squeeze()
+            tol = bound.squeeze()
+            if ens.post == "exp":  # XGBoost's float32 exp of its float32 margin: relative errors
+                tol = np.abs(out) * (np.expm1(tol) + 2.0 ** -22)
+            assert np.all(np.abs(rt.tree_predict(ens, Xd) - out) <= tol)
             continue
         proba = rt.tree_predict_proba(ens, Xd)
         src = model.predict_proba(Xd) if sk else booster.inplace_predict(Xd)
@@ -589,7 +623,8 @@ def test_xgb_refusals(xgb):
     cases = [
         (xgb.XGBClassifier(n_jobs=1, n_estimators=2, booster="gblinear"), X, y, "booster 'gblinear'"),
         (xgb.XGBClassifier(n_jobs=1, n_estimators=8, booster="dart", rate_drop=0.5, skip_drop=0.0), X, y, "dart"),
-        (xgb.XGBRegressor(n_jobs=1, n_estimators=2, objective="count:poisson"), X, np.abs(Xf[:, 0]), "count:poisson"),
+        (xgb.XGBRegressor(n_jobs=1, n_estimators=2, objective="survival:cox"), X, np.abs(Xf[:, 0]) + 1,
+         "survival:cox"),
         (xgb.XGBRegressor(n_jobs=1, n_estimators=2, objective="reg:logistic"), X, y, "reg:logistic"),
         (xgb.XGBClassifier(n_jobs=1, n_estimators=2, objective="binary:logitraw"), X, y, "binary:logitraw"),
         (xgb.XGBClassifier(n_jobs=1, n_estimators=2, missing=0.0), Xf, y, "missing=0.0"),
