@@ -9,9 +9,13 @@ with one float scale per output column (symmetric, ``W ~ scale * Q``);
 activations are uint8 with a scale and a zero point, chosen per row from the
 row's range (dynamic) or fixed per layer from calibration data
 (``input_ranges``: the ``[lo, hi]`` each layer's input is clamped to); sums
-of products are exact int32. ``dequantized()`` gives the float IR whose
-weights are exactly ``scale * Q`` (what the int8 model approximates apart from
-its activation rounding).
+of products are exact int32. With ``residual`` (the default of
+:class:`QLinear`, off for :class:`QMLP`) each row is quantized in two uint8
+passes, its codes ``u`` and the codes ``v`` of their rounding residual,
+``x ~ s (u - z) + s / 256 (v - 128)``: two int32 dot products against the same
+int8 weights, activation rounding ~256x smaller, weights unchanged.
+``dequantized()`` gives the float IR whose weights are exactly ``scale * Q``
+(what the int8 model approximates apart from its activation rounding).
 
 A :class:`QLinear` may also hold its float coefficients (``float_coef``, the
 float64 ones it was quantized from): then the native int8 kernel bounds each
@@ -49,6 +53,11 @@ def _scales(name: str, s, n: int, owner: str) -> np.ndarray:
     return a
 
 
+def _flag(name: str, v, owner: str) -> None:
+    if not isinstance(v, (bool, np.bool_)):
+        raise InvalidModelError(f"{owner}: {name} must be True or False, got {v!r}")
+
+
 def _ranges(r, n_layers: int, owner: str) -> Optional[np.ndarray]:
     if r is None:
         return None
@@ -67,7 +76,8 @@ class QLinear:
     Everything else (classes, ``proba``, ``flat``) means what it means in
     :class:`fastml.ir.Linear`. ``float_coef`` (the float64 coefficients) turns on the
     exact-argmax guard; ``tolerance = (rtol, atol)`` (needs ``float_coef``) also certifies
-    the values returned.
+    the values returned. ``residual`` (default True): rows are quantized in two uint8
+    passes (see the module docstring); False: one pass.
     """
 
     coef_q: np.ndarray                    # (n_targets, n_features) int8
@@ -81,6 +91,7 @@ class QLinear:
     name: str = "Linear"
     float_coef: Optional[np.ndarray] = None    # (n_targets, n_features) float64: the guard's recheck, or None
     tolerance: Optional[Tuple[float, float]] = None  # (rtol, atol) the guard certifies values within, or None
+    residual: bool = True                      # activations in two uint8 passes (codes + residual codes)
 
     @property
     def n_features(self) -> int:
@@ -105,6 +116,7 @@ class QLinear:
         if q.shape[1] >= MAX_INPUTS:
             raise InvalidModelError(f"{self.name}: {q.shape[1]} features; the int8 kernel takes fewer than {MAX_INPUTS}")
         self.dequantized().validate()  # intercept, classes, proba and flat rules
+        _flag("residual", self.residual, self.name)
         r = _ranges(self.input_ranges, 1, self.name)
         fc = None
         if self.float_coef is not None:
@@ -130,7 +142,9 @@ class QLinear:
 class QMLP:
     """A multi-layer perceptron with int8 weights: layer ``i`` computes
     ``f(a @ (weights_q[i] * weight_scales[i]) + biases[i])``, with activations
-    rounded to uint8 before each layer. Fields as in :class:`fastml.ir.MLP`."""
+    rounded to uint8 before each layer (with ``residual``: in two uint8 passes, codes and
+    residual codes; off by default: it doubles the int8 work). Fields as in
+    :class:`fastml.ir.MLP`."""
 
     weights_q: Tuple[np.ndarray, ...]     # (n_in, n_out) int8 per layer
     weight_scales: Tuple[np.ndarray, ...]  # (n_out,) float64 > 0 per layer
@@ -143,6 +157,7 @@ class QMLP:
     flat: bool = False
     input_ranges: Optional[np.ndarray] = None  # (n_layers, 2) static activation ranges, or None
     name: str = "MLP"
+    residual: bool = False                     # every layer's input rows in two uint8 passes
 
     @property
     def n_features(self) -> int:
@@ -182,6 +197,7 @@ class QMLP:
         object.__setattr__(self, "weight_scales", ss)
         self.dequantized().validate()  # shapes, biases, activations, classes
         object.__setattr__(self, "biases", tuple(self.biases))
+        _flag("residual", self.residual, self.name)
         r = _ranges(self.input_ranges, len(qs), self.name)
         ir._frozen(*qs, *ss, *(a for a in (r,) if a is not None))
         return self

@@ -21,7 +21,7 @@ import numpy as np
 
 cimport numpy as cnp
 from _layout cimport x_kind
-from libc.stdint cimport int8_t, int32_t
+from libc.stdint cimport int8_t, int32_t, uint8_t
 from libc.stdlib cimport free, malloc
 
 cnp.import_array()
@@ -44,6 +44,7 @@ cdef extern from "fm_int8.h" nogil:
         Py_ssize_t kmax
         int portable
         const fm_q8_guard *guard
+        const uint8_t *resid
     ctypedef struct fm_q8_guard:
         const double *w
         const double *b
@@ -109,7 +110,10 @@ cdef class Int8Kernel:
     biases : list of float arrays (n_out,)
     activation, out_activation : names in ``ACTIVATIONS`` (hidden layers, last layer)
     input_scales, input_zeros : per layer, static activation quantization; None: dynamic per row
-    portable : use the portable C tiles even where VNNI is compiled in
+    portable : use the portable C tiles and row quantization even where VNNI is compiled in
+    residual : bool, or one bool per layer: quantize the layer's input rows in two uint8 passes,
+        the codes and the codes of their rounding residual (``x ~ s (u - z) + s / 256 (v - 128)``:
+        two int32 dot products per row; see "Residual pass" in ``src/fm_int8.h``)
     guard : one identity layer only: ``(coef, intercept, labels, rtol, atol)``, the float64
         coefficients ``(n_out, n_in)`` and intercept the int8 weights approximate; ``labels``:
         certify argmax / sign; ``atol >= 0``: also certify the values within ``atol + rtol |f|``
@@ -130,10 +134,11 @@ cdef class Int8Kernel:
     cdef const float **b
     cdef readonly Py_ssize_t n_features, n_outputs, min_parallel
     cdef readonly bint portable, guarded
+    cdef readonly tuple residual
     cdef fm_q8_guard g
 
     def __cinit__(self, weights, scales, biases, str activation, str out_activation,
-                  input_scales=None, input_zeros=None, bint portable=False, guard=None):
+                  input_scales=None, input_zeros=None, bint portable=False, guard=None, residual=False):
         cdef Py_ssize_t L = len(weights), l
         if L < 1 or len(scales) != L or len(biases) != L:
             raise ValueError("one scale and bias array per weight matrix, at least one layer")
@@ -206,6 +211,13 @@ cdef class Int8Kernel:
         self.n_features = self.dims[0]
         self.n_outputs = self.dims[L]
         self.m.guard = NULL
+        self.m.resid = NULL
+        R = np.zeros(L, dtype=np.uint8)
+        R[:] = np.asarray(residual, dtype=bool).astype(np.uint8).reshape(-1) if np.ndim(residual) else bool(residual)
+        self.residual = tuple(bool(r) for r in R)
+        if R.any():
+            self.keep.append(R)
+            self.m.resid = <const uint8_t *> cnp.PyArray_DATA(R)
         self.guarded = guard is not None
         if guard is not None:
             self._set_guard(weights[0], scales[0], guard)

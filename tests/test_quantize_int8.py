@@ -36,15 +36,30 @@ def ref_quant_rows(A, ranges=None):
     return u.astype(np.int64), s, z.astype(np.int64)
 
 
-def ref_forward(X, Qs, scales, biases, hidden, ranges=None):
+def ref_residual_codes(A, u, s, z):
+    """The residual pass's codes, as fm_int8.h defines them: v = clip(rint(256 fma(x, 1/s, -(u - z)))
+    + 128, 0, 255); the fma is computed exactly in float64 (x and 1/s are float32) and rounded once."""
+    inv = (f32(1) / s).astype(f32)
+    r = (A.astype(f32).astype(np.float64) * inv[:, None].astype(np.float64) - (u - z[:, None])).astype(f32)
+    return np.clip(np.rint(r.astype(np.float64) * 256) + 128, 0, 255).astype(np.int64)
+
+
+def ref_forward(X, Qs, scales, biases, hidden, ranges=None, residual=False):
     """The last layer's pre-activation values, layer by layer: integer sums in int64."""
     act = {"relu": lambda a: np.maximum(a, 0), "identity": lambda a: a, "tanh": np.tanh}[hidden]
     A = X
     for i, (Q, sw, b) in enumerate(zip(Qs, scales, biases)):
         u, s, z = ref_quant_rows(A, None if ranges is None else ranges[i])
         Q = Q.astype(np.int64)
-        acc = u @ Q - z[:, None] * Q.sum(axis=0)
-        y = (acc * (s[:, None].astype(np.float64) * sw.astype(f32)) + b.astype(f32)).astype(f32)
+        acc = (u @ Q - z[:, None] * Q.sum(axis=0)).astype(np.float64)
+        if residual:
+            acc += (ref_residual_codes(A, u, s, z) @ Q - 128 * Q.sum(axis=0)) / 256.0
+        # the kernel's float32 epilogue: the integer sum (with the residual: (acc1 - z cs) +
+        # (acc2 - 128 cs) / 256) rounded once, times (s sw) rounded to float32, plus b with one
+        # rounding (a fused multiply-add)
+        acc = acc.astype(f32).astype(np.float64)
+        ssw = (s[:, None] * sw.astype(f32)).astype(f32).astype(np.float64)
+        y = (acc * ssw + b.astype(f32)).astype(f32)
         A = act(y) if i < len(Qs) - 1 else y
     return A.astype(np.float64)
 
@@ -56,15 +71,18 @@ def _random_mlp(rng, dims):
     return Qs, scales, biases
 
 
-@pytest.mark.parametrize("n", [1, 3, 8, 13, 200])
-@pytest.mark.parametrize("dims", [(100, 256, 256, 10), (7, 33, 1), (64, 10)])
-def test_kernel_matches_numpy_reference(n, dims):
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 13, 200])
+@pytest.mark.parametrize("dims", [(100, 256, 256, 10), (7, 33, 1), (64, 10), (20, 40, 17)])
+def test_kernel_matches_numpy_reference(n, dims, residual):
     rng = np.random.default_rng(n)
     Qs, scales, biases = _random_mlp(rng, dims)
     X = rng.normal(0, 2, (n, dims[0])).astype(f32)
-    want = ref_forward(X, Qs, scales, biases, "relu")
+    want = ref_forward(X, Qs, scales, biases, "relu", residual=residual)
+    outs = []
     for portable in (False, True):
-        k = _int8.Int8Kernel(Qs, scales, biases, "relu", "identity", portable=portable)
+        k = _int8.Int8Kernel(Qs, scales, biases, "relu", "identity", portable=portable, residual=residual)
+        assert k.residual == (residual,) * (len(dims) - 1)
         out = np.empty((n, dims[-1]))
         assert k.run(X, out, _int8.VALUES, 2) == 0
         np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
@@ -72,6 +90,9 @@ def test_kernel_matches_numpy_reference(n, dims):
         out64 = np.empty_like(out)
         assert k.run(X.astype(np.float64), out64, _int8.VALUES, 1) == 0
         np.testing.assert_array_equal(out64, out)
+        outs.append(out)
+    # the VNNI and the portable paths: the same codes and integer sums, the same floats
+    np.testing.assert_array_equal(outs[0], outs[1])
 
 
 def test_vnni_and_portable_tiles_give_identical_results():
@@ -87,7 +108,8 @@ def test_vnni_and_portable_tiles_give_identical_results():
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
-def test_static_ranges_match_reference():
+def _static_case():
+    """A small MLP, static ranges [(-3, 2.5), (0, 1.5)] as (s, z), and rows partly outside them."""
     rng = np.random.default_rng(2)
     Qs, scales, biases = _random_mlp(rng, (20, 40, 5))
     ranges = [(-3.0, 2.5), (0.0, 1.5)]
@@ -96,6 +118,11 @@ def test_static_ranges_match_reference():
     hi = np.array([r[1] for r in ranges], f32)
     s = ((np.maximum(hi, 0) - np.minimum(lo, 0)) / f32(255)).astype(f32)
     z = np.clip(np.rint(-np.minimum(lo, 0) * (f32(1) / s)), 0, 255).astype(np.int32)
+    return Qs, scales, biases, ranges, X, s, z
+
+
+def test_static_ranges_match_reference():
+    Qs, scales, biases, ranges, X, s, z = _static_case()
     k = _int8.Int8Kernel(Qs, scales, biases, "relu", "identity", input_scales=s, input_zeros=z)
     out = np.empty((50, 5))
     assert k.run(X, out, _int8.VALUES, 1) == 0
@@ -114,6 +141,99 @@ def test_rows_do_not_depend_on_their_batch():
         one = np.empty((1, 4))
         k.run(X[i:i + 1], one, _int8.VALUES, 1)
         np.testing.assert_array_equal(one[0], whole[i])
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_residual_codes_are_exact(portable):
+    """One identity layer (Q = 127 I, scale 1/127) returns the dequantized row
+    s ((u - z) + (v - 128) / 256): every code is checked to a fraction of one residual step."""
+    rng = np.random.default_rng(5)
+    F = 37
+    Q = (127 * np.eye(F)).astype(np.int8)
+    X = np.vstack([rng.normal(0, 3, (60, F)), rng.uniform(0, 1, (5, F)), -rng.uniform(0, 1, (5, F)),
+                   np.zeros((1, F))]).astype(f32)
+    X[0, :5] = [0.5, -0.5, 1e-9, -3.0, 7.0]
+    u, s, z = ref_quant_rows(X)
+    v = ref_residual_codes(X, u, s, z)
+    want = s[:, None].astype(np.float64) * ((u - z[:, None]) + (v - 128) / 256.0)
+    k = _int8.Int8Kernel([Q], [np.full(F, 1 / 127, f32)], [np.zeros(F, f32)], "identity", "identity",
+                         portable=portable, residual=True)
+    out = np.empty((len(X), F))
+    assert k.run(X, out, _int8.VALUES, 1) == 0
+    assert np.all(np.abs(out - want) <= s[:, None] / 1024)
+    # and the residual pass brings the row within one residual step (s / 256; s / 512 unless the
+    # residual code clamps at 255) of x, against s / 2 for one pass
+    err = np.abs(want - X) / s[:, None]
+    assert np.all(err <= 1 / 256 + 1e-6) and np.mean(err <= 1 / 512 + 1e-6) > 0.99
+
+
+def test_residual_static_ranges_match_reference_and_paths():
+    Qs, scales, biases, ranges, X, s, z = _static_case()
+    want = ref_forward(X, Qs, scales, biases, "relu", ranges=ranges, residual=True)
+    outs = []
+    for portable in (False, True):
+        k = _int8.Int8Kernel(Qs, scales, biases, "relu", "identity", input_scales=s, input_zeros=z,
+                             portable=portable, residual=[True, False])
+        assert k.residual == (True, False)
+        out = np.empty((50, 5))
+        assert k.run(X, out, _int8.VALUES, 1) == 0
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    # residual on the first layer only: the reference with the second layer in one pass
+    A = X
+    u, s0, z0 = ref_quant_rows(A, ranges[0])
+    v = ref_residual_codes(A, u, s0, z0)
+    Q = Qs[0].astype(np.int64)
+    acc = (u @ Q - z0[:, None] * Q.sum(0)) + (v @ Q - 128 * Q.sum(0)) / 256.0
+    h = np.maximum((acc * (s0[:, None].astype(np.float64) * scales[0]) + biases[0]).astype(f32), 0)
+    want = ref_forward(h, Qs[1:], scales[1:], biases[1:], "relu", ranges=ranges[1:])
+    np.testing.assert_allclose(outs[0], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dims", [(30, 64, 4), (100, 10), (50, 40)])
+def test_residual_rows_do_not_depend_on_batch_or_threads(dims):
+    rng = np.random.default_rng(3)
+    Qs, scales, biases = _random_mlp(rng, dims)
+    X = rng.normal(size=(300, dims[0])).astype(f32)
+    for portable in (False, True):
+        k = _int8.Int8Kernel(Qs, scales, biases, "tanh", "softmax", residual=True, portable=portable)
+        whole, two = np.empty((300, dims[-1])), np.empty((300, dims[-1]))
+        k.run(X, whole, _int8.VALUES, 1)
+        k.run(X, two, _int8.VALUES, 2)
+        np.testing.assert_array_equal(two, whole)
+        for i in (0, 3, 7, 8, 299):
+            one = np.empty((1, dims[-1]))
+            k.run(X[i:i + 1], one, _int8.VALUES, 1)
+            np.testing.assert_array_equal(one[0], whole[i])
+        for a, b in ((0, 5), (5, 21), (21, 300)):
+            part = np.empty((b - a, dims[-1]))
+            k.run(X[a:b], part, _int8.VALUES, 2)
+            np.testing.assert_array_equal(part, whole[a:b])
+
+
+def test_linear_benchmark_workload_agrees_99_percent_by_default():
+    """The benchmark's linear workload (10 near-tied classes): default int8 (residual pass) labels
+    agree with scikit-learn's float model on >= 99% of held-out rows, without the guard."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = make_classification(n_samples=20000, n_features=100, n_informative=60, n_classes=10, random_state=0)
+    est = LogisticRegression(max_iter=300).fit(X[:5000], y[:5000])
+    held = X[5000:].astype(f32)
+    q, report = fastml.quantize(est, "int8", calibration=held)
+    assert q.residual and q.float_coef is None and report.activation_passes == 2
+    assert "two passes" in report.activations
+    p = fastml.Predictor(q, backend="native")
+    assert np.mean(p.predict(held) == est.predict(held)) >= 0.99
+    assert report.agreement >= 0.99
+    # the residual pass takes the activation rounding out: the scores' error is (nearly) the weights'
+    f = est.decision_function(held)
+    w = held.astype(np.float64) @ q.dequantized().coef.T + q.intercept
+    got = p.decision_function(held)
+    assert np.sqrt(np.mean((got - f) ** 2)) <= 1.05 * np.sqrt(np.mean((w - f) ** 2))
+    one, r1 = fastml.quantize(est, "int8", calibration=held, residual=False)
+    assert not one.residual and r1.activation_passes == 1 and "one pass" in r1.activations
+    assert r1.max_abs_diff > report.max_abs_diff
 
 
 def test_quantize_columns_is_symmetric_per_column():

@@ -105,7 +105,8 @@ class Int8Native(QuantizedHead, _Native):
         else:
             layers = (list(est.weights_q), list(est.weight_scales), list(est.biases), est.activation,
                       est.out_activation)
-        self._k = _int8.Int8Kernel(*layers, portable=portable, guard=guard, **_kernel_args(est))
+        self._k = _int8.Int8Kernel(*layers, portable=portable, guard=guard, residual=bool(est.residual),
+                                   **_kernel_args(est))
         self._K = est.n_targets
         # kernel epilogues that give predict_proba directly (else the head finishes the scores)
         self._proba = None
@@ -119,9 +120,11 @@ class Int8Native(QuantizedHead, _Native):
         self.info = {"kernel": f"int8 {'linear' if self._linear else 'MLP'} "
                                f"{' -> '.join(map(str, widths))}: "
                                + ("portable C" if self._k.portable else "AVX-512 VNNI vpdpbusd")
-                               + " u8 x s8 -> s32, 8-row x 32-column tiles, 1 x 128 for single rows",
+                               + " u8 x s8 -> s32, 8-row x 32-column tiles (x 16 where a panel ends in padding), 1 x 128 "
+                               "for single rows",
                      "activations": "uint8, " + ("per layer from calibration" if est.input_ranges is not None
-                                                 else "per row (dynamic)"),
+                                                 else "per row (dynamic)")
+                                    + (", two passes (codes + residual codes)" if est.residual else ", one pass"),
                      "n_threads": self._nt}
         if self._linear:
             from ..quantize import guard_description
