@@ -700,13 +700,21 @@ trim()
 e = p.ir if isinstance(p.ir, fastml.ir.TreeEnsemble) else fastml.ir.as_pipeline(p.ir).estimator
 ir_bytes = sum(v.nbytes for v in (getattr(e, f.name) for f in dataclasses.fields(e)) if isinstance(v, np.ndarray))
 live = status("VmRSS") - base
-# the floor: the IR's arrays and the kernel's plan (node records, leaf values, apply ids) both live
-from fastml.backends._tree_plan import build_plan
-plan = build_plan(e)
+# the floor: the IR's arrays and what the live plan holds after the first (float32) call: leaf
+# values, roots, depths and float32 node records (float64 records and apply's ids: on first use)
+plan = p._backends["native"]._plan
 k = plan.kernel
-plan_bytes = sum(a.nbytes for a in (k.nodes32, k.nodes64, k.value, k.root, k.depth, plan.local_id) if a is not None)
+held = lambda: sum(a.nbytes for a in (k.nodes32, k.nodes64, k.value, k.root, k.depth, plan._local_id)
+                   if a is not None)
+plan_bytes, plan_built = held(), list(plan.built)
+# then every lazy array (a float64 call, apply): what an eager plan holds
+p.predict_proba(row.astype(np.float64))
+p.apply(row)
+trim()
+live_all = status("VmRSS") - base
 print(json.dumps(dict(seconds=seconds, peak_rss_delta=peak - base, rss_after_delta=after - base,
-                      rss_live_delta=live, plan_bytes=plan_bytes,
+                      rss_live_delta=live, plan_bytes=plan_bytes, plan_built=plan_built,
+                      rss_live_all_built_delta=live_all, plan_all_built_bytes=held(),
                       peak_exact=exact, ir_bytes=ir_bytes, n_nodes=int(e.n_nodes),
                       kernel=p.backend_info["native"]["kernel"])))
 """
@@ -736,5 +744,7 @@ def test_load_large_model(benchmark, label, assert_close, run_python, big_model)
     print(f"\n{BIG_GROUP}: {mem['seconds']:.2f} s in a fresh process; peak RSS +{mem['peak_rss_delta'] / 1e6:.0f} MB "
           f"({'reset peak' if mem['peak_exact'] else 'ru_maxrss, upper bound'}), "
           f"+{mem['rss_live_delta'] / 1e6:.0f} MB held by the live Predictor; IR node arrays {mem['ir_bytes'] / 1e6:.0f} MB "
-          f"({mem['n_nodes']:,} nodes) + kernel plan {mem['plan_bytes'] / 1e6:.0f} MB = floor "
-          f"{(mem['ir_bytes'] + mem['plan_bytes']) / 1e6:.0f} MB")
+          f"({mem['n_nodes']:,} nodes) + kernel plan {mem['plan_bytes'] / 1e6:.0f} MB "
+          f"({', '.join(mem['plan_built'])} built) = floor {(mem['ir_bytes'] + mem['plan_bytes']) / 1e6:.0f} MB; "
+          f"every lazy array built (float64 call, apply): plan {mem['plan_all_built_bytes'] / 1e6:.0f} MB, "
+          f"+{mem['rss_live_all_built_delta'] / 1e6:.0f} MB live")

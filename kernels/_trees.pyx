@@ -6,8 +6,16 @@ layout, the lockstep walks and the loop order). This module holds the plan's
 arrays, splits batches into blocks of rows, runs blocks on OpenMP threads
 with the GIL released, and runs small batches inline with no thread start-up.
 The plan itself (node order, rounded thresholds) is built in Python by
-``fastml/backends/_tree_plan.py``.
+``fastml/backends/_tree_plan.py``. Node records can be built on first use:
+given ``build`` instead of the records, ``run`` calls ``build(32)`` on its first
+call that compares in float32 and ``build(64)`` on its first call that compares
+in float64, once each, under a lock; the records' pointer is published after
+they are filled (release store, acquire load in ``run``), so a call either finds
+them complete or builds / waits for them. Once built, the check is one pointer
+test.
 """
+import threading
+
 import numpy as np
 
 cimport numpy as cnp
@@ -22,6 +30,8 @@ cdef extern from "fm_trees.h" nogil:
     void fm_forest_rows(const fm_forest *f, int domain, const void *X, Py_ssize_t rs,
                         Py_ssize_t i0, Py_ssize_t i1, double *out, Py_ssize_t ld, int32_t *leaves)
     void fm_forest_post(int kind, double *out, Py_ssize_t ld, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t T)
+    const void *fm_forest_nodes(const fm_forest *f)
+    void fm_forest_set_nodes(fm_forest *f, const void *nodes)
 
 cdef enum:
     BLOCK = 64           # rows per task (a block of X stays in cache while every tree walks it)
@@ -51,6 +61,13 @@ cdef class ForestKernel:
     it first looks at X and returns at once, computing nothing, if X holds
     NaN (bit 0) or +-inf (bit 1) as the comparison sees it; it returns 0 when
     the scores were written.
+
+    ``nodes32`` / ``nodes64`` are the records (``nodes64`` None for a model that
+    compares in float32), or None with ``build``: a callable that returns the
+    ``NODE32`` (``build(32)``) or ``NODE64`` (``build(64)``) records on first use.
+    ``compare64`` (default: ``nodes64 is not None``) says whether float64 input
+    is compared in float64. The attributes ``nodes32`` / ``nodes64`` are None
+    until built.
     """
 
     cdef fm_forest f32, f64
@@ -58,13 +75,19 @@ cdef class ForestKernel:
     cdef readonly object cat_off, cat_nw, cat_bits
     cdef readonly Py_ssize_t n_features, n_trees, n_targets
     cdef readonly bint compare64
+    cdef object _build_records, _lock
 
     def __init__(self, nodes32, nodes64, root, depth, target, value, base, *, n_features,
-                 average=False, cat_off=None, cat_nw=None, cat_bits=None, cat_exact=False):
+                 average=False, cat_off=None, cat_nw=None, cat_bits=None, cat_exact=False,
+                 compare64=None, build=None):
         c = np.ascontiguousarray
-        self.nodes32 = c(nodes32, dtype=NODE32)
-        self.nodes64 = None if nodes64 is None else c(nodes64, dtype=NODE64)
-        self.compare64 = nodes64 is not None
+        self.compare64 = (nodes64 is not None) if compare64 is None else bool(compare64)
+        if (nodes32 is None or (self.compare64 and nodes64 is None)) and build is None:
+            raise ValueError("ForestKernel: node records or a build callable are needed")
+        if nodes64 is not None and not self.compare64:
+            raise ValueError("ForestKernel: float64 records for a model that compares in float32")
+        self._build_records = build
+        self._lock = threading.Lock()
         self.root = c(root, dtype=np.int32)
         self.depth = c(depth, dtype=np.int32)
         nt = self.root.shape[0]
@@ -80,16 +103,37 @@ cdef class ForestKernel:
         self.n_features = int(n_features)
         self.n_trees = nt
         self.n_targets = self.base.shape[0]
-        n_nodes = self.nodes32.shape[0]
-        if (self.depth.shape[0] != nt or self.value.shape[0] != n_nodes or self.value.ndim != 2
-                or (self.nodes64 is not None and self.nodes64.shape[0] != n_nodes)
+        if (self.depth.shape[0] != nt or self.value.ndim != 2
                 or (self.target is not None and self.target.shape[0] != nt)):
             raise ValueError("ForestKernel: inconsistent plan arrays")
-        self._fill(&self.f32, self.nodes32, average, cat_exact)
-        self._fill(&self.f64, self.nodes64, average, cat_exact)
+        self._fill(&self.f32, average, cat_exact)
+        self._fill(&self.f64, average, cat_exact)
+        if nodes32 is not None:
+            self._publish(&self.f32, nodes32, 32)
+        if nodes64 is not None:
+            self._publish(&self.f64, nodes64, 64)
 
-    cdef void _fill(self, fm_forest *f, nodes, average, cat_exact):
-        f.nodes = _ptr(nodes)
+    cdef int _publish(self, fm_forest *f, nodes, int width) except -1:
+        """Check the records and make them visible to ``run`` (the pointer is stored last)."""
+        nodes = np.ascontiguousarray(nodes, dtype=NODE64 if width == 64 else NODE32)
+        if nodes.ndim != 1 or nodes.shape[0] != self.value.shape[0]:
+            raise ValueError("ForestKernel: inconsistent plan arrays")
+        if width == 64:
+            self.nodes64 = nodes
+        else:
+            self.nodes32 = nodes
+        fm_forest_set_nodes(f, cnp.PyArray_DATA(<cnp.ndarray>nodes))
+        return 0
+
+    cdef int _build(self, fm_forest *f, int width) except -1:
+        """Build the records of ``f`` once: concurrent first calls wait here for one build."""
+        with self._lock:
+            if fm_forest_nodes(f) == NULL:
+                self._publish(f, self._build_records(width), width)
+        return 0
+
+    cdef void _fill(self, fm_forest *f, average, cat_exact):
+        f.nodes = NULL
         f.root = <const int32_t *>_ptr(self.root)
         f.depth = <const int32_t *>_ptr(self.depth)
         f.gdepth = <const int32_t *>_ptr(self.gdepth)
@@ -143,7 +187,9 @@ cdef class ForestKernel:
                 found = fm_forest_scan(domain, cnp.PyArray_DATA(x), x.strides[0] // itemsize, n, self.n_features)
             if found:
                 return found
-        cdef const fm_forest *f = &self.f64 if domain == 2 else &self.f32
+        cdef fm_forest *f = &self.f64 if domain == 2 else &self.f32
+        if fm_forest_nodes(f) == NULL:
+            self._build(f, 64 if domain == 2 else 32)
         cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
         cdef Py_ssize_t rs = x.strides[0] // itemsize
         cdef double *op = <double *>cnp.PyArray_DATA(out) + col

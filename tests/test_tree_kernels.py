@@ -11,15 +11,18 @@ last bit (both add in tree order in float64).
 """
 from __future__ import annotations
 
+import sys
+import threading
 import zlib
 
 import numpy as np
 import pytest
 
 from fastml import Predictor, ir
-from fastml.backends._tree_plan import build_plan
+from fastml.backends._tree_plan import build_plan, node_records
 from fastml.backends.native import ForestNative
 from fastml.errors import InputError, UnsupportedModelError
+from fastml.kernels._trees import ForestKernel
 
 from reference_trees import tree_apply, tree_predict, tree_predict_proba, tree_raw
 
@@ -163,6 +166,118 @@ def test_nan_only_left_below_minus_infinity_is_refused():
         split=np.array([ir.SPLIT_LT, 0, 0], np.uint8), value=np.array([[0.0], [1.0], [2.0]])).validate()
     with pytest.raises(UnsupportedModelError, match="tree 0: node 0"):
         build_plan(est)
+
+
+def test_nan_only_left_refusal_names_a_later_tree_and_node():
+    # two trees; the bad split is node 2 of tree 1
+    est = ir.TreeEnsemble(
+        n_features=1, tree_offsets=np.array([0, 3, 8]), feature=np.array([0, -1, -1, 0, -1, 0, -1, -1], np.int32),
+        threshold=np.array([0.0, 0, 0, 1.0, 0, -np.inf, 0, 0]),
+        left=np.array([1, -1, -1, 1, -1, 3, -1, -1], np.int32), right=np.array([2, -1, -1, 2, -1, 4, -1, -1], np.int32),
+        missing_left=np.array([True, False, False, False, False, True, False, False]),
+        split=np.array([0, 0, 0, 0, 0, ir.SPLIT_LT, 0, 0], np.uint8), value=np.arange(8.0).reshape(-1, 1)).validate()
+    with pytest.raises(UnsupportedModelError, match="tree 1: node 2 sends only NaN left"):
+        build_plan(est)
+
+
+def _built(runner):
+    k, plan = runner._plan.kernel, runner._plan
+    return (k.nodes32 is not None, k.nodes64 is not None, plan._local_id is not None, list(plan.built))
+
+
+@pytest.mark.parametrize("first", [np.float32, np.float64])
+def test_node_records_are_built_on_first_use_per_input_dtype(first):
+    est = random_ensemble(21, compare="float64", n_trees=9)
+    runner = ForestNative(est, n_threads=1)
+    assert _built(runner) == (False, False, False, [])
+    assert runner.info["plan_built"] == []
+    other = np.float64 if first is np.float32 else np.float32
+    X = {d: edge_inputs(est, 120, seed=2, dtype=d) for d in (np.float32, np.float64)}
+    np.testing.assert_array_equal(runner.raw(X[first]), tree_raw(est, X[first]))
+    name = "nodes32" if first is np.float32 else "nodes64"
+    assert _built(runner) == (first is np.float32, first is np.float64, False, [name])
+    np.testing.assert_array_equal(runner.raw(X[first][:1]), tree_raw(est, X[first][:1]))   # the one-row path
+    np.testing.assert_array_equal(runner.raw(X[other]), tree_raw(est, X[other]))
+    assert _built(runner)[:3] == (True, True, False)
+    assert runner.info["plan_built"] == [name, "nodes64" if first is np.float32 else "nodes32"]
+    # the lazily built records are the ones an eager kernel is given, and run alike
+    k = runner._plan.kernel
+    eager = ForestKernel(node_records(est, wide=False), node_records(est, wide=True), k.root, k.depth,
+                         k.target, k.value, k.base, n_features=est.n_features, cat_off=k.cat_off,
+                         cat_nw=k.cat_nw, cat_bits=k.cat_bits, cat_exact=est.cat_exact)
+    assert k.nodes32.tobytes() == eager.nodes32.tobytes() and k.nodes64.tobytes() == eager.nodes64.tobytes()
+    for d in (np.float32, np.float64):
+        out = np.empty((len(X[d]), est.n_targets))
+        assert eager.run(X[d], out) == 0
+        np.testing.assert_array_equal(out, tree_raw(est, X[d]))
+
+
+def test_model_comparing_in_float32_builds_only_float32_records():
+    est = random_ensemble(22, compare="float32")
+    p = Predictor(est, backend="native")
+    runner = p._backends["native"]
+    for d in (np.float64, np.float32):
+        X = edge_inputs(est, 90, seed=3, dtype=d)
+        np.testing.assert_array_equal(p.predict(X), tree_predict(est, X))
+        assert _built(runner) == (True, False, False, ["nodes32"])
+    assert p.backend_info["native"]["plan_built"] == ["nodes32"]
+
+
+def test_concurrent_first_calls_of_both_dtypes_build_once_and_match_reference():
+    est = random_ensemble(23, compare="float64", n_trees=60, max_depth=8, n_leaves_max=120)
+    X = {d: edge_inputs(est, 130, seed=4, dtype=d) for d in (np.float32, np.float64)}
+    want = {d: tree_raw(est, X[d]) for d in X}
+    want_leaves = tree_apply(est, X[np.float32])
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # switch threads often: first calls interleave with the builds
+    try:
+        for trial in range(6):
+            runner = ForestNative(est, n_threads=1 + trial % 2)
+            start = threading.Barrier(8)
+            got, errors = {}, []
+
+            def call(i):
+                try:
+                    start.wait()
+                    for j in range(3):
+                        d = (np.float32, np.float64)[(i + j) % 2]
+                        rows = X[d][: (1, 9, 130)[(i + j) % 3]]
+                        got[i, j] = (d, len(rows), runner.raw(rows))
+                    if i % 4 == 3:
+                        got[i, "apply"] = runner.apply(X[np.float32])
+                except BaseException as e:   # noqa: BLE001 (reported below)
+                    errors.append(e)
+
+            threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors, errors
+            assert len(got) == 8 * 3 + 2
+            for key, r in got.items():
+                if key[1] == "apply":
+                    np.testing.assert_array_equal(r, want_leaves)
+                else:
+                    d, n, raw = r
+                    np.testing.assert_array_equal(raw, want[d][:n])
+            # each lazy array built exactly once
+            assert sorted(runner._plan.built) == ["local_id", "nodes32", "nodes64"]
+    finally:
+        sys.setswitchinterval(switch)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_apply_after_predict_builds_local_id_and_matches_reference(dtype):
+    est = random_ensemble(24, compare="float64", n_targets=3, vector_leaves=True)
+    runner = ForestNative(est, n_threads=1)
+    X = edge_inputs(est, 77, seed=6, dtype=dtype)
+    np.testing.assert_array_equal(runner.raw(X), tree_raw(est, X))
+    assert runner._plan._local_id is None
+    np.testing.assert_array_equal(runner.apply(X), tree_apply(est, X))
+    assert runner._plan.built[-1] == "local_id" and runner._plan.local_id.dtype == np.int32
+    np.testing.assert_array_equal(runner.apply(X[:1]), tree_apply(est, X[:1]))
+    assert runner._plan.built.count("local_id") == 1
 
 
 def test_post_transforms_and_rules_match_reference():

@@ -223,7 +223,9 @@ class ForestNative(_Native):
                                   "single rows walk 16 trees in lockstep; batches walk each tree "
                                   "with 8 rows in lockstep (2 x 16 rows in AVX-512 lanes for "
                                   "float32 input where the CPU has AVX-512)"),
-                     "compare": est.compare, "n_threads": self._nt}
+                     "compare": est.compare, "n_threads": self._nt,
+                     # live: the plan's arrays built on first use so far (nodes32, nodes64, local_id)
+                     "plan_built": plan.built}
 
     def _refusal(self, found: int, Z: np.ndarray):
         est = self._est

@@ -5,34 +5,25 @@ adjacent children, self-looping leaves, the same leaf-value rows), with 8-byte
 records holding a cut index instead of a threshold (see
 ``kernels/src/fm_qtrees.h``). Everything the float runner does with the raw
 scores (labels, probabilities, ``apply``'s node ids, refusals of NaN / inf)
-is :class:`~fastml.backends.native.ForestNative`'s, so the two answer alike.
+is :class:`~fastml.backends.native.ForestNative`'s, so the two answer alike;
+``apply``'s node ids are built on its first call, as the float plan's.
 It registers itself in the native backend's ``RUNNERS`` table.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from .. import ir
 from ..ir_qtrees import QTrees
 from ..kernels import _qtrees
-from ._tree_plan import _bfs_order
+from ._tree_plan import TreePlan, _bfs_order, local_ids
 from .native import RUNNERS, ForestNative, _Native
 
 MISS_LEFT = np.uint32(0x80000000)
 LEAF_K = 0xFFFF
 
 
-@dataclass(frozen=True)
-class QTreePlan:
-    kernel: "_qtrees.QForestKernel"
-    local_id: np.ndarray   # plan node -> the source's tree-local node id (for apply)
-    max_depth: int
-    n_nodes: int
-
-
-def build_qplan(q: QTrees) -> QTreePlan:
+def build_qplan(q: QTrees) -> TreePlan:
     est = q.ensemble
     order, pos, level, tree_of, glob_left, is_leaf = _bfs_order(est)
     feat = np.where(is_leaf, 0, np.asarray(est.feature, dtype=np.int64)).astype(np.uint32)
@@ -52,8 +43,7 @@ def build_qplan(q: QTrees) -> QTreePlan:
         nodes, q.cuts if cmp64 else q.cuts.astype(np.float32), q.cut_offsets, root=pos[off[:-1]],
         depth=depth, target=est.tree_target, value=np.asarray(est.value)[order], base=base,
         compare64=cmp64, average=est.average)
-    local_id = (order - off[tree_of[order]]).astype(np.int64)
-    return QTreePlan(kernel=kernel, local_id=local_id, max_depth=int(depth.max()), n_nodes=est.n_nodes)
+    return TreePlan(kernel, lambda: local_ids(est), max_depth=int(depth.max()), n_nodes=est.n_nodes, built=[])
 
 
 class QTreesNative(ForestNative):

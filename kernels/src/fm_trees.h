@@ -72,6 +72,19 @@ typedef struct {
     int average, cat_exact, max_depth;
 } fm_forest;
 
+/* The node records may be built on first use (kernels/_trees.pyx): the builder fills them,
+ * then publishes the pointer with a release store; a caller that loads a non-NULL pointer
+ * (acquire) sees the records complete. NULL: not built yet. */
+static inline const void *fm_forest_nodes(const fm_forest *f)
+{
+    return __atomic_load_n(&f->nodes, __ATOMIC_ACQUIRE);
+}
+
+static inline void fm_forest_set_nodes(fm_forest *f, const void *nodes)
+{
+    __atomic_store_n(&f->nodes, nodes, __ATOMIC_RELEASE);
+}
+
 /* Is v a member of the category set of node n? (NaN was handled before.) */
 static inline int fm_member(const fm_forest *f, int32_t n, double v)
 {
