@@ -300,11 +300,14 @@ class Predictor:
         """Name of the backend that runs single-row calls."""
         return self._small.name
 
-    def warmup(self) -> "Predictor":
-        """Run every backend once on one row so that the first real call pays no set-up."""
-        X = np.zeros((1, self.n_features_in_), dtype=np.float32)
-        for b in self._backends.values():
-            b.predict(X)
+    def warmup(self, dtypes=(np.float32, np.float64)) -> "Predictor":
+        """Run every backend once on one row of each of ``dtypes`` so that the first real call
+        pays no set-up (a tree model builds its node records for an input type on that type's
+        first call; ONNX Runtime may load a second graph for float64)."""
+        for dt in np.atleast_1d(dtypes):
+            X = np.zeros((1, self.n_features_in_), dtype=np.dtype(dt))
+            for b in self._backends.values():
+                b.predict(X)
         return self
 
     def save(self, path) -> None:

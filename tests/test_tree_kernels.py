@@ -331,3 +331,19 @@ def test_empty_and_wrong_inputs_raise_typed_errors():
                 np.array([["a"] * N_FEATURES])):
         with pytest.raises(InputError):
             p.predict(bad)
+
+
+def test_predictor_warmup_builds_what_the_first_calls_need():
+    """warmup() runs float32 and float64 rows: a float64-compare model then has both record
+    sets and its first float64 call builds nothing; warmup(np.float32) builds only its own."""
+    import fastml
+
+    est = random_ensemble(5, compare="float64")
+    p = fastml.Predictor(est, backend="native").warmup()
+    built = p.backend_info["native"]["plan_built"]
+    assert sorted(built) == ["nodes32", "nodes64"]
+    X = edge_inputs(est, 50, seed=3, dtype=np.float64)
+    np.testing.assert_array_equal(p._backends["native"].raw(X), tree_raw(est, X))
+    assert sorted(built) == ["nodes32", "nodes64"]
+    q = fastml.Predictor(est, backend="native").warmup(np.float32)
+    assert q.backend_info["native"]["plan_built"] == ["nodes32"]
