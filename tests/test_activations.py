@@ -258,7 +258,7 @@ def test_softmax_nan_and_inf_rows():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("cols", [40, 1000])
+@pytest.mark.parametrize("cols", [10, 16, 40, 1000])
 def test_softmax_large_output_same_bits_as_small_calls(cols, dtype):
     """Outputs of 16 MiB or more are written with non-temporal stores; they
     must hold the bits that calls on slices (cached stores) give, on 1 and 2
@@ -266,15 +266,16 @@ def test_softmax_large_output_same_bits_as_small_calls(cols, dtype):
     rows = (17 << 20) // (cols * np.dtype(dtype).itemsize) + 3
     x = (np.random.default_rng(2).standard_normal((rows, cols)) * 4).astype(dtype)
     x[5] = np.linspace(-85, 60, cols)                         # the block-range edges
-    ref = np.concatenate([K.softmax(x[i:i + 1000], n_threads=1) for i in range(0, rows, 1000)])
     buf = np.empty(x.size + 8, dtype)
-    for n_threads in (1, 2):
-        for off in (0, 1):
-            out = buf[off:off + x.size].reshape(x.shape)
-            out.fill(np.nan)
-            K.softmax(x, out=out, n_threads=n_threads)
-            assert np.array_equal(out, ref), (n_threads, off)
-    check_softmax(ref[:50], x[:50], -1, False)
+    for fn in (K.softmax, K.log_softmax):
+        ref = np.concatenate([fn(x[i:i + 1000], n_threads=1) for i in range(0, rows, 1000)])
+        for n_threads in (1, 2):
+            for off in (0, 1):
+                out = buf[off:off + x.size].reshape(x.shape)
+                out.fill(np.nan)
+                fn(x, out=out, n_threads=n_threads)
+                assert np.array_equal(out, ref), (fn.__name__, n_threads, off)
+        check_softmax(ref[:50], x[:50], -1, fn is K.log_softmax)
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, -2, -3])

@@ -970,7 +970,21 @@ static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t 
         for (ptrdiff_t k = 0; k < L; k++) E[k] = FM_FN(fm_expneg_fast)(D[k]);
         src = D;
     }
-    FM_FN(fm__normalize_rows)(E, src, out, S, nb, C, log, idx, stream);
+    if (stream && C <= 2 * FM_W) {
+        /* short rows: results land 16 rows at a time at offsets that follow the
+         * rows, not the output's cache lines; so into E (in place: every path
+         * reads E[k] before writing element k), then whole lines of out past
+         * the cache (x * 1 is exact), the partial lines at the ends cached */
+        FM_FN(fm__normalize_rows)(E, src, E, S, nb, C, log, idx, 0);
+        ptrdiff_t h = (uintptr_t)out % sizeof(FM_T) ? L : ((-(uintptr_t)out) & 63) / sizeof(FM_T);
+        h = h < L ? h : L;
+        ptrdiff_t m = (L - h) / (64 / sizeof(FM_T)) * (64 / sizeof(FM_T));
+        for (ptrdiff_t k = 0; k < h; k++) out[k] = E[k];
+        FM_FN(fm_scale_stream)(E + h, 1, out + h, m);
+        for (ptrdiff_t k = h + m; k < L; k++) out[k] = E[k];
+    } else {
+        FM_FN(fm__normalize_rows)(E, src, out, S, nb, C, log, idx, stream);
+    }
 }
 
 /* A row too long for a block: a range pass, an exp pass in block-sized
