@@ -2,16 +2,17 @@
 vectors (one symmetric scale per vector), rows quantized per row to uint8 with
 a zero point, exact int32 cross terms (AVX-512 VNNI ``vpdpbusd`` where the
 build has it), |x|^2 and |s|^2 from the float data, the kernel function and
-the coefficient sums in float32; then fm_svm.h's pair values, one-vs-rest
+the coefficient sums in float32 (optionally each row in two uint8 passes, codes and
+residual codes, against the same int8 vectors); then fm_svm.h's pair values, one-vs-rest
 scores, vote or libsvm probabilities.
 
 The scheme, the layout and the loop order are described in ``src/fm_qsvm.h``.
 This module packs the support vectors into fm_int8.h's panels (one class per
 32-vector panel) and runs the C driver with the GIL released: blocks of rows on
 OpenMP threads, small calls inline on the calling thread.
-``QSVMKernel(..., portable=True)`` uses the portable C tiles even where VNNI is
-compiled in (tests compare the two); ``dots`` returns the exact int32 cross
-terms (tests compare them with numpy).
+``QSVMKernel(..., portable=True)`` uses the portable C row codes and tiles even
+where VNNI is compiled in (tests compare the two); ``dots`` returns the exact
+int32 cross terms of each pass (tests compare them with numpy).
 """
 import numpy as np
 
@@ -36,6 +37,7 @@ cdef extern from "fm_qsvm.h" nogil:
         const int32_t *cs
         const double *rot
         int portable
+        int resid
     int fm_qsvm_run(const fm_qsvm *m, const void *X, int x32, Py_ssize_t rs, Py_ssize_t n, int kind,
                     double *out, Py_ssize_t *idx, int32_t *dots, int n_threads, Py_ssize_t min_parallel)
     int FM_Q8_VNNI
@@ -65,7 +67,9 @@ cdef class QSVMKernel:
         as in :class:`fastml.ir.KernelSVM` (n_support = [n_sv] for one row of coefficients)
     rotation : None, or (F, F) orthogonal R: the vectors are stored rotated (``s' = R s``) and
         each row is rotated (``R x``, float64) before it is quantized
-    portable : the portable C tiles even where VNNI is compiled in
+    residual : each row in two uint8 passes (codes and residual codes, fm_int8.h's residual pass):
+        a second int32 dot product against the same vectors
+    portable : the portable C codes and tiles even where VNNI is compiled in
 
     ``run`` returns 0, 1 when X holds NaN or inf (outputs undefined), or -1 when
     X is not in kernel layout (the caller converts X and calls again).
@@ -74,11 +78,11 @@ cdef class QSVMKernel:
     cdef fm_qsvm m
     cdef readonly object arrays
     cdef readonly Py_ssize_t n_features, n_classes, n_pairs, n_panels, min_parallel
-    cdef readonly bint portable
+    cdef readonly bint portable, residual
 
     def __cinit__(self, sv_q, sv_scale, sv_norm2, dual_coef, intercept, n_support, str kernel,
                   double gamma, double coef0, int degree, prob_a=None, prob_b=None, rotation=None,
-                  bint portable=False):
+                  bint residual=False, bint portable=False):
         q = np.asarray(sv_q)
         coef = np.asarray(dual_coef, dtype=np.float64)
         counts = np.asarray(n_support, dtype=np.int64)
@@ -167,9 +171,11 @@ cdef class QSVMKernel:
         self.m.coef = <const float *> cnp.PyArray_DATA(a["coef"])
         self.m.rot = <const double *> cnp.PyArray_DATA(a["rot"]) if "rot" in a else NULL
         self.m.portable = portable
+        self.m.resid = residual
+        self.residual = residual
         self.portable = portable or not FM_Q8_VNNI
         self.n_features, self.n_classes, self.n_pairs, self.n_panels = F, K, NP, P
-        self.min_parallel = max(MIN_PARALLEL_ROWS, PARALLEL_MACS // max(P * NR * F, 1) + 1)
+        self.min_parallel = max(MIN_PARALLEL_ROWS, PARALLEL_MACS // max(P * NR * F * (2 if residual else 1), 1) + 1)
 
     @property
     def nbytes(self) -> int:
@@ -177,13 +183,14 @@ cdef class QSVMKernel:
         return int(sum(v.nbytes for v in self.arrays.values()))
 
     def dots(self, cnp.ndarray X):
-        """The exact int32 cross terms ``sum_k u_k q_jk - z cs_j`` of every row (n, n_panels * 32),
-        in panel layout (tests). X: float32/float64 in kernel layout."""
+        """The exact int32 cross terms of every row, (n, passes, n_panels * 32) in panel layout
+        (tests): ``sum_k u_k q_jk - z cs_j``, and with the residual pass ``sum_k v_k q_jk - 128 cs_j``.
+        X: float32/float64 in kernel layout."""
         cdef int xk = x_kind(X, self.n_features)
         if xk < 0 or self.m.fp.lin != NULL:
             raise ValueError("dots needs X in kernel layout and a non-linear kernel")
         cdef Py_ssize_t n = X.shape[0]
-        cdef cnp.ndarray D = np.zeros((n, self.n_panels * NR), dtype=np.int32)
+        cdef cnp.ndarray D = np.zeros((n, 2 if self.residual else 1, self.n_panels * NR), dtype=np.int32)
         cdef cnp.ndarray out = np.empty((n, self.n_pairs))
         r = fm_qsvm_run(&self.m, cnp.PyArray_DATA(X), xk, X.strides[0] // (4 if xk == 1 else 8), n, C_RAW,
                         <double *> cnp.PyArray_DATA(out), NULL, <int32_t *> cnp.PyArray_DATA(D), 1, n + 1)

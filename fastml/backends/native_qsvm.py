@@ -24,7 +24,7 @@ class QSVMNative(SVMNative):
         counts = est.n_support if est.is_classifier else [est.n_sv]
         self._k = _qsvm.QSVMKernel(est.sv_q, est.sv_scale, est.sv_norm2, est.dual_coef, est.intercept, counts,
                                    est.kernel, est.gamma, est.coef0, int(est.degree), est.prob_a, est.prob_b,
-                                   rotation=est.rotation, portable=portable)
+                                   rotation=est.rotation, residual=bool(est.residual), portable=portable)
         k = est.n_classes
         if not est.is_classifier or k == 2:
             self._decision = (_qsvm.NEG if k == 2 else _qsvm.RAW, None)
@@ -35,8 +35,9 @@ class QSVMNative(SVMNative):
             how = "dequantized int8 vectors folded into one float64 weight vector per pair"
         else:
             how = (("rows rotated (float64), " if est.rotation is not None else "")
+                   + ("rows in two uint8 passes (codes + residual codes), " if est.residual else "")
                    + ("portable C" if self._k.portable else "AVX-512 VNNI vpdpbusd")
-                   + " u8 x s8 -> s32 cross terms (8-row x 32-vector tiles, 1 x 128 for single rows), "
+                   + " u8 x s8 -> s32 cross terms (8-code-row x 32-vector tiles, 1 x 128 for single rows), "
                    "|x|^2 and |s|^2 from float data, float32 kernel function and sums")
         self.info = {"kernel": f"int8 svm {est.kernel}: {how}", "n_support_vectors": est.n_sv,
                      "kernel_bytes": self._k.nbytes, "n_threads": self._nt}

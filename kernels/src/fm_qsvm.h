@@ -29,6 +29,20 @@
  * vector fits every coordinate; measured: the support-vector rounding error,
  * not the row's, dominates the pair values' error (ir_qsvm.py's docstring).
  *
+ * Residual row pass (optional, per model: fm_qsvm.resid, chosen by quantize_svm when the
+ * one-pass error on its proxy rows exceeds the tolerance budget): the row's rounding residual
+ * gets its own uint8 codes (fm_int8.h's "Residual pass": step sx / 256, zero point 128),
+ *
+ *     x ~ sx ((u - z) + (v - 128) / 256),
+ *     t_j = ((float)(sum_k u_k q_jk - z cs[j]) + (float)(sum_k v_k q_jk - 128 cs[j]) / 256) (sx ss[j])
+ *
+ * a second int32 dot product against the same int8 vectors (the two code rows of a row sit
+ * next to each other in the scratch and go through the same tile, so each vector load serves
+ * both).  The row's error drops ~256x; the vectors' own rounding is untouched.  Twice the
+ * integer work per row: the RBF models measured keep one pass (their |x|^2 + |s|^2 terms are
+ * exact, so the cross term's error is damped), polynomial and sigmoid models, which take x.s
+ * alone, are the ones that need it.
+ *
  * Why float32 after the dot products is enough: the RBF distance cancels
  * (|x|^2 + |s|^2 and 2 x.s can both be much larger than the distance), but
  * exp(-gamma d) needs d to an absolute error of about 1/gamma * tolerance,
@@ -49,10 +63,14 @@
  * Loop order
  * ----------
  * Rows run in blocks of FM_QSVM_BLOCK (one OpenMP task each; small calls run
- * inline).  A block's rows are quantized once; then class, panel, 8-row tile
- * (8 rows x 32 vectors of int32 sums), epilogue into the rows' accumulators
- * acc[row][m][32]; once per class they are summed into the pair values.
- * Fewer than 8 rows: row, then four panels (eight vectors) per pass.  Then
+ * inline).  A block's rows are quantized once; then class, panel, 8-code-row tile
+ * (8 code rows x 32 vectors of int32 sums; a row is one code row, two with the
+ * residual pass), epilogue into the rows' accumulators acc[row][m][32]; once per
+ * class they are summed into the pair values.  Fewer than 8 code rows: row, then
+ * four panels (eight vectors) per tile, or two panels for both code rows of a
+ * residual row.  Integer sums do not depend on the order and the epilogue is one
+ * function for every path, so a row's result depends neither on its batch nor on
+ * the threads.  Then
  * fm_svm.h's post-processing (raw, one-vs-rest, vote, probabilities).
  * The linear kernel is folded (sum_s coef_s s, computed once in float64 from
  * the dequantized vectors) and runs on fm_svm.h's float64 path.
@@ -72,44 +90,56 @@ typedef struct {
     const float *ss, *sn, *coef;
     const int32_t *cs;
     const double *rot;           /* R^T, (F, F) row-major, of the rows' orthogonal rotation R, or NULL */
-    int portable;
+    int portable;                /* 1: the portable C codes and tiles even where VNNI is compiled in */
+    int resid;                   /* 1: rows in two uint8 passes (codes + residual codes) */
 } fm_qsvm;
 
-/* kernel values of one row against 16 vectors (vector v of a panel) from their int32 sums,
- * multiplied into the row's accumulators a[m * 32 + l] */
-static inline void fm_qsvm_epilogue(const fm_qsvm *m, ptrdiff_t p, int half, const int32_t *acc,
-                                    float xs, int32_t z, float xx, float *restrict a)
+/* kernel values of one row against 16 vectors (vector v of a panel) from their int32 sums a1
+ * (codes) and a2 (residual codes, or NULL), multiplied into the row's accumulators a[m * 32 + l] */
+static inline void fm_qsvm_epilogue(const fm_qsvm *m, ptrdiff_t p, int half, const int32_t *a1,
+                                    const int32_t *a2, float xs, int32_t z, float xx, float *restrict a)
 {
     const ptrdiff_t o = p * FM_Q8_NR + half * 16, M = m->fp.M;
     const int32_t *restrict cs = m->cs + o;
     const float *restrict ss = m->ss + o;
     const float g = (float)m->fp.gamma, c0 = (float)m->fp.coef0;
-    float k[16];
+    float t[16], k[16];
+    /* the cross term t[l]: one pass, or (a2 - 128 cs) / 256 added (exact in float32, so a
+     * fused add rounds the same); RBF evaluates it inline (one loop, as fast as before) */
+#define FM_QSVM_T1(l) ((float)(a1[l] - z * cs[l]) * (xs * ss[l]))
+#define FM_QSVM_T2(l) (((float)(a1[l] - z * cs[l]) + (float)(a2[l] - 128 * cs[l]) * (1.0f / 256.0f)) * (xs * ss[l]))
+#define FM_QSVM_RBF(T)                                                                      \
+    _Pragma("omp simd")                                                                     \
+    for (int l = 0; l < 16; l++) {                                                          \
+        float d = xx + sn[l] - 2.0f * T(l);                                                 \
+        d = d > 0.0f ? d : 0.0f;                                                            \
+        k[l] = fm_exp_f32(-g * d);                                                          \
+    }
+    if (m->fp.kernel != FM_SVM_RBF) {
+        if (a2 == NULL) {
+            _Pragma("omp simd")
+            for (int l = 0; l < 16; l++) t[l] = FM_QSVM_T1(l);
+        } else {
+            _Pragma("omp simd")
+            for (int l = 0; l < 16; l++) t[l] = FM_QSVM_T2(l);
+        }
+    }
     switch (m->fp.kernel) {
     case FM_SVM_RBF: {
         const float *restrict sn = m->sn + o;
-        _Pragma("omp simd")
-        for (int l = 0; l < 16; l++) {
-            float t = (float)(acc[l] - z * cs[l]) * (xs * ss[l]);
-            float d = xx + sn[l] - 2.0f * t;
-            d = d > 0.0f ? d : 0.0f;
-            k[l] = fm_exp_f32(-g * d);
-        }
+        if (a2 == NULL) { FM_QSVM_RBF(FM_QSVM_T1) } else { FM_QSVM_RBF(FM_QSVM_T2) }
         break;
     }
     case FM_SVM_POLY:
-        for (int l = 0; l < 16; l++) {
-            float t = (float)(acc[l] - z * cs[l]) * (xs * ss[l]);
-            k[l] = (float)fm_svm_powi((double)(g * t + c0), m->fp.degree);
-        }
+        for (int l = 0; l < 16; l++) k[l] = (float)fm_svm_powi((double)(g * t[l] + c0), m->fp.degree);
         break;
     default: /* sigmoid */
-        for (int l = 0; l < 16; l++) {
-            float t = (float)(acc[l] - z * cs[l]) * (xs * ss[l]);
-            k[l] = tanhf(g * t + c0);
-        }
+        for (int l = 0; l < 16; l++) k[l] = tanhf(g * t[l] + c0);
         break;
     }
+#undef FM_QSVM_RBF
+#undef FM_QSVM_T2
+#undef FM_QSVM_T1
     const float *restrict coef = m->coef + p * M * FM_Q8_NR + half * 16;
     for (ptrdiff_t mm = 0; mm < M; mm++) {
         float *restrict am = a + mm * FM_Q8_NR + half * 16;
@@ -134,33 +164,27 @@ static inline void fm_qsvm_flush(const fm_qsvm *m, ptrdiff_t c, ptrdiff_t n, flo
     }
 }
 
-/* The int32 sums of tile rows xr[0:mr] against nv 16-vector pieces starting at panel p. */
+/* The int32 sums of code rows xr[0:mr] against nv 16-vector pieces starting at panel p
+ * (fm_int8.h's tiles: VNNI, or portable C with the same integers). */
 static inline void fm_qsvm_tile(const fm_qsvm *m, int mr, int nv, const uint8_t *const *xr, ptrdiff_t p,
                                 int32_t acc[][16])
 {
     const ptrdiff_t kg = m->kpad / 4, pstride = kg * 4 * FM_Q8_NR;
     const int8_t *wv[8];
     for (int v = 0; v < nv; v++) wv[v] = m->w + (p + v / 2) * pstride + (v % 2) * 64;
-    if (!FM_Q8_VNNI || m->portable) {
-        fm_q8_tile_c(mr, nv, xr, kg, wv, acc);
-        return;
-    }
-#if FM_Q8_VNNI
-    if (nv == 2) {
-        switch (mr) {
-        case 8: fm_q8_tile_vnni(8, 2, xr, kg, wv, acc); break;
-        case 7: fm_q8_tile_vnni(7, 2, xr, kg, wv, acc); break;
-        case 6: fm_q8_tile_vnni(6, 2, xr, kg, wv, acc); break;
-        case 5: fm_q8_tile_vnni(5, 2, xr, kg, wv, acc); break;
-        case 4: fm_q8_tile_vnni(4, 2, xr, kg, wv, acc); break;
-        case 3: fm_q8_tile_vnni(3, 2, xr, kg, wv, acc); break;
-        case 2: fm_q8_tile_vnni(2, 2, xr, kg, wv, acc); break;
-        default: fm_q8_tile_vnni(1, 2, xr, kg, wv, acc); break;
-        }
-    } else if (nv == 8) fm_q8_tile_vnni(1, 8, xr, kg, wv, acc);
-    else if (nv == 6) fm_q8_tile_vnni(1, 6, xr, kg, wv, acc);
-    else fm_q8_tile_vnni(1, 4, xr, kg, wv, acc);
-#endif
+    fm_q8_tiles(!FM_Q8_VNNI || m->portable, mr, nv, xr, kg, wv, acc);
+}
+
+/* tests: the exact cross terms of one row against 16 vectors, pass one (a1 - z cs) and, with
+ * the residual pass, pass two (a2 - 128 cs) one panel row further: dots[(row, pass, column)] */
+static inline void fm_qsvm_dots(const fm_qsvm *m, int32_t *dots, ptrdiff_t row, ptrdiff_t p, int half,
+                                const int32_t *a1, const int32_t *a2, int32_t z)
+{
+    const ptrdiff_t W = m->P * FM_Q8_NR, o = p * FM_Q8_NR + half * 16;
+    int32_t *d = dots + row * (a2 != NULL ? 2 : 1) * W + o;
+    for (int l = 0; l < 16; l++) d[l] = a1[l] - z * m->cs[o + l];
+    if (a2 != NULL)
+        for (int l = 0; l < 16; l++) d[W + l] = a2[l] - 128 * m->cs[o + l];
 }
 
 /* y = R x in float64 from Rt = R^T (row-major): each y[k] summed in feature order,
@@ -181,7 +205,7 @@ static inline void fm_qsvm_rotate(const double *Rt, ptrdiff_t F, const void *X, 
 static inline size_t fm_qsvm_scratch_bytes(const fm_qsvm *m, ptrdiff_t n)
 {
     const ptrdiff_t K = m->fp.K, NP = m->fp.NP, F = m->fp.F;
-    size_t q = ((size_t)n * m->kpad + 63) & ~(size_t)63;
+    size_t q = ((size_t)n * (m->resid ? 2 : 1) * m->kpad + 63) & ~(size_t)63;
     return q + (size_t)n * (sizeof(float) * 2 + sizeof(int32_t)) + sizeof(float) * n * m->fp.M * FM_Q8_NR
            + sizeof(double) * ((size_t)n * NP + 2 * K * K + 4 * K + 64) + sizeof(double) * F * (m->fp.lin ? n : 0)
            + sizeof(double) * (m->rot ? F : 0) + 256;
@@ -195,7 +219,7 @@ typedef struct {
     int kind;
     double *out;
     ptrdiff_t *idx;
-    int32_t *dots;               /* tests: the int32 sums minus the zero point term, or NULL */
+    int32_t *dots;               /* tests: the int32 sums minus the zero point terms, or NULL */
 } fm_qsvm_call;
 
 /* Rows [i0, i0 + n) into the call's outputs.  Returns 1 when X holds NaN or inf. */
@@ -205,8 +229,9 @@ static int fm_qsvm_block(const fm_qsvm_call *c, ptrdiff_t i0, ptrdiff_t n, char 
     const ptrdiff_t F = m->fp.F, M = m->fp.M, NP = m->fp.NP, kp = m->kpad;
     if (m->fp.lin)  /* linear kernel: the folded float64 path */
         return fm_svm_block(&m->fp, c->X, c->x32, c->rs, i0, i0 + n, c->kind, c->out, c->idx, (double *)buf);
+    const int rp = m->resid ? 2 : 1;  /* code rows per row: codes, then residual codes */
     uint8_t *xq = (uint8_t *)buf;
-    double *dec = (double *)(buf + (((size_t)n * kp + 63) & ~(size_t)63));
+    double *dec = (double *)(buf + (((size_t)n * rp * kp + 63) & ~(size_t)63));
     double *scratch = dec + n * NP;
     float *acc = (float *)(scratch + 2 * m->fp.K * m->fp.K + 4 * m->fp.K + 64);
     float *xs = acc + n * M * FM_Q8_NR, *xx = xs + n;
@@ -216,60 +241,58 @@ static int fm_qsvm_block(const fm_qsvm_call *c, ptrdiff_t i0, ptrdiff_t n, char 
     const uint8_t *xr[FM_Q8_MR];
 
     for (ptrdiff_t r = 0; r < n; r++) {
-        uint8_t *u = xq + r * kp;
+        uint8_t *u = xq + r * rp * kp, *v = rp == 2 ? u + kp : NULL;
         double s = 0.0;
         if (m->rot) {
             if (c->x32 ? fm_q8_nonfinite_f((const float *)c->X + (i0 + r) * c->rs, F)
                        : fm_q8_nonfinite_d((const double *)c->X + (i0 + r) * c->rs, F)) return 1;
             fm_qsvm_rotate(m->rot, F, c->X, c->x32, (i0 + r) * c->rs, xrot);
-            fm_q8_quant_d(xrot, F, kp, u, xs + r, xz + r);
+            fm_q8_quant_d_rows(xrot, F, kp, NULL, NULL, m->portable, u, v, xs + r, xz + r);
         }
         if (c->x32) {
             const float *x = (const float *)c->X + (i0 + r) * c->rs;
-            if (!m->rot && fm_q8_quant_f(x, F, kp, u, xs + r, xz + r)) return 1;
+            if (!m->rot && fm_q8_quant_f_rows(x, F, kp, NULL, NULL, m->portable, u, v, xs + r, xz + r)) return 1;
             for (ptrdiff_t f = 0; f < F; f++) s += (double)x[f] * (double)x[f];
         } else {
             const double *x = (const double *)c->X + (i0 + r) * c->rs;
-            if (!m->rot && fm_q8_quant_d(x, F, kp, u, xs + r, xz + r)) return 1;
+            if (!m->rot && fm_q8_quant_d_rows(x, F, kp, NULL, NULL, m->portable, u, v, xs + r, xz + r)) return 1;
             for (ptrdiff_t f = 0; f < F; f++) s += x[f] * x[f];
         }
         xx[r] = (float)s;
     }
     memset(acc, 0, sizeof(float) * n * M * FM_Q8_NR);
     memset(dec, 0, sizeof(double) * n * NP);
-    const ptrdiff_t full = n >= FM_Q8_MR ? n : 0;  /* tiles of up to 8 rows, or the 1-row path */
+    const ptrdiff_t nc = n * rp;                           /* code rows */
+    const int full = nc >= FM_Q8_MR;                       /* tiles of 8 code rows, or the 1-row path */
     for (ptrdiff_t k = 0; k < m->fp.K; k++) {
         const ptrdiff_t p0 = m->fp.seg[k], p1 = m->fp.seg[k + 1];
         if (p0 == p1) continue;
         for (ptrdiff_t p = p0; p < p1 && full; p++)
-            for (ptrdiff_t i = 0; i < n; i += FM_Q8_MR) {
-                int mr = n - i < FM_Q8_MR ? (int)(n - i) : FM_Q8_MR;
+            for (ptrdiff_t i = 0; i < nc; i += FM_Q8_MR) {  /* i and mr are multiples of rp */
+                int mr = nc - i < FM_Q8_MR ? (int)(nc - i) : FM_Q8_MR;
                 for (int r = 0; r < mr; r++) xr[r] = xq + (i + r) * kp;
                 fm_qsvm_tile(m, mr, 2, xr, p, tacc);
-                for (int r = 0; r < mr; r++)
+                for (int r = 0; r < mr; r += rp) {
+                    const ptrdiff_t row = (i + r) / rp;
                     for (int h = 0; h < 2; h++) {
-                        if (c->dots) {
-                            int32_t *d = c->dots + (i0 + i + r) * m->P * FM_Q8_NR + p * FM_Q8_NR + h * 16;
-                            for (int l = 0; l < 16; l++)
-                                d[l] = tacc[2 * r + h][l] - xz[i + r] * m->cs[p * FM_Q8_NR + h * 16 + l];
-                        }
-                        fm_qsvm_epilogue(m, p, h, tacc[2 * r + h], xs[i + r], xz[i + r], xx[i + r],
-                                         acc + (i + r) * M * FM_Q8_NR);
+                        const int32_t *a1 = tacc[2 * r + h], *a2 = rp == 2 ? tacc[2 * (r + 1) + h] : NULL;
+                        if (c->dots) fm_qsvm_dots(m, c->dots, i0 + row, p, h, a1, a2, xz[row]);
+                        fm_qsvm_epilogue(m, p, h, a1, a2, xs[row], xz[row], xx[row], acc + row * M * FM_Q8_NR);
                     }
+                }
             }
         for (ptrdiff_t r = 0; r < n && !full; r++) {
-            xr[0] = xq + r * kp;
-            for (ptrdiff_t p = p0; p < p1; p += 4) {
-                int npp = p1 - p < 4 ? (int)(p1 - p) : 4, nv = 2 * npp;
-                fm_qsvm_tile(m, 1, nv, xr, p, tacc);
+            xr[0] = xq + r * rp * kp;
+            xr[1] = xr[0] + kp;  /* the residual codes (rp = 2) */
+            const ptrdiff_t pmax = 4 / rp;
+            for (ptrdiff_t p = p0; p < p1; p += pmax) {
+                int npp = p1 - p < pmax ? (int)(p1 - p) : (int)pmax, nv = 2 * npp;
+                fm_qsvm_tile(m, rp, nv, xr, p, tacc);
                 for (int v = 0; v < nv; v++) {
-                    ptrdiff_t pp = p + v / 2;
-                    if (c->dots) {
-                        int32_t *d = c->dots + (i0 + r) * m->P * FM_Q8_NR + pp * FM_Q8_NR + (v % 2) * 16;
-                        for (int l = 0; l < 16; l++)
-                            d[l] = tacc[v][l] - xz[r] * m->cs[pp * FM_Q8_NR + (v % 2) * 16 + l];
-                    }
-                    fm_qsvm_epilogue(m, pp, v % 2, tacc[v], xs[r], xz[r], xx[r], acc + r * M * FM_Q8_NR);
+                    const ptrdiff_t pp = p + v / 2;
+                    const int32_t *a1 = tacc[v], *a2 = rp == 2 ? tacc[nv + v] : NULL;
+                    if (c->dots) fm_qsvm_dots(m, c->dots, i0 + r, pp, v % 2, a1, a2, xz[r]);
+                    fm_qsvm_epilogue(m, pp, v % 2, a1, a2, xs[r], xz[r], xx[r], acc + r * M * FM_Q8_NR);
                 }
             }
         }
