@@ -219,7 +219,7 @@ def activation_description(est) -> str:
 
 
 def _passes(est) -> int:
-    return 2 if isinstance(est, (QLinear, QMLP)) and est.residual else 1
+    return 2 if isinstance(est, (QLinear, QMLP, QKernelSVM)) and est.residual else 1
 
 
 def guard_description(est) -> str:
@@ -375,8 +375,11 @@ def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 
     elif isinstance(est, ir.KernelSVM):
         if scheme != "int8":  # rows are quantized per row: there is no static range to calibrate
             raise InvalidOptionError(f"{est.name}: kernel SVMs quantize with \"int8\" only, not {scheme!r}")
-        qest = quantize_svm(est)
-        activations = "int8 support vectors, uint8 rows per row (cross term only)"
+        # the rows the model will see, after the pipeline's steps, choose among the rounding
+        # variants and whether rows take a second (residual) pass
+        qest = quantize_svm(est, calibration=None if X is None else _steps_apply(pipe, X))
+        activations = ("int8 support vectors, uint8 rows per row in "
+                       f"{'two passes' if qest.residual else 'one pass'} (cross term only)")
     else:
         raise UnsupportedModelError(f"{est.name}: no quantized form of {type(est).__name__} "
                                     f"(fastml quantizes linear models, MLPs, tree ensembles and kernel SVMs)")
