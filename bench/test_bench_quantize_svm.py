@@ -16,8 +16,9 @@ error-feedback rounding ``quantize_svm`` now picks (``fastml/ir_qsvm.py``) the
 allowance is ``ALLOWED_OUTSIDE`` (measured value in the table beside it). The
 agreement, the fraction outside, the max and mean |diff| of the pair values, the
 candidate chosen, the row passes (1, or 2 with the residual row pass: ``quantize_svm``
-keeps one pass on both workloads, their proxy error being the vectors' rounding) and the
-kernel's bytes are recorded in ``extra_info``.
+keeps one pass on both workloads, their proxy error being the vectors' rounding), the vector
+levels (1, or 2 with the vectors' residual panel: both workloads keep 1, no proxy value being
+outside the tolerance; asserted) and the kernel's bytes are recorded in ``extra_info``.
 
 Run: ``pytest bench/test_bench_quantize_svm.py --benchmark-only``.
 """
@@ -78,8 +79,10 @@ def _check(model, threads: int) -> dict:
     how = ("rotation" if est.rotation is not None else "no rotation") + (
         ", error-feedback rounding" if _feedback(est) else ", rounding to nearest")
     assert not est.residual, "the RBF workloads keep one row pass (the residual pass doubles the integer work)"
+    assert est.sv_lo is None, "the RBF workloads keep one-level int8 vectors (the residual panel adds a dot product)"
     return dict(agreement=agreement, outside_tolerance=outside, max_abs_diff=float(diff.max()),
                 mean_abs_diff=float(diff.mean()), quantization=how, row_passes=2 if est.residual else 1,
+                vector_levels=est.sv_levels,
                 kernel_bytes_float=int(sum(v.nbytes for v in fk._k.arrays.values())),
                 kernel_bytes_int8=int(qk._k.nbytes))
 
@@ -88,8 +91,8 @@ def _feedback(est) -> bool:
     """Whether the vectors differ from plain rounding (of the rotated vectors when rotated)."""
     from fastml.ir_qsvm import round_vectors
 
-    sv = est.dequantized().support_vectors
-    S = sv if est.rotation is None else sv @ est.rotation.T
+    sv = est.sv_scale[:, None] * est.sv_q.astype(np.float64)  # the first level (rotated when rotated)
+    S = sv
     return not np.array_equal(round_vectors(S)[0], est.sv_q)
 
 

@@ -378,8 +378,8 @@ def quantize(model, scheme: str = "int8", *, calibration=None, n_threads: int = 
         # the rows the model will see, after the pipeline's steps, choose among the rounding
         # variants and whether rows take a second (residual) pass
         qest = quantize_svm(est, calibration=None if X is None else _steps_apply(pipe, X))
-        activations = ("int8 support vectors, uint8 rows per row in "
-                       f"{'two passes' if qest.residual else 'one pass'} (cross term only)")
+        activations = (f"int8{' x2 (vectors + residual panel)' if qest.sv_lo is not None else ''} support vectors, "
+                       f"uint8 rows per row in {'two passes' if qest.residual else 'one pass'} (cross term only)")
     else:
         raise UnsupportedModelError(f"{est.name}: no quantized form of {type(est).__name__} "
                                     f"(fastml quantizes linear models, MLPs, tree ensembles and kernel SVMs)")

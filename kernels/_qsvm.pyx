@@ -38,6 +38,9 @@ cdef extern from "fm_qsvm.h" nogil:
         const double *rot
         int portable
         int resid
+        const int8_t *w2
+        const float *sl
+        const int32_t *cs2
     int fm_qsvm_run(const fm_qsvm *m, const void *X, int x32, Py_ssize_t rs, Py_ssize_t n, int kind,
                     double *out, Py_ssize_t *idx, int32_t *dots, int n_threads, Py_ssize_t min_parallel)
     int FM_Q8_VNNI
@@ -69,6 +72,9 @@ cdef class QSVMKernel:
         each row is rotated (``R x``, float64) before it is quantized
     residual : each row in two uint8 passes (codes and residual codes, fm_int8.h's residual pass):
         a second int32 dot product against the same vectors
+    sv_lo, sv_lo_scale : None, or the vectors' residual panel, int8 (n_sv, F) in [-127, 127] and
+        one scale per vector (``s ~ sv_scale sv_q + sv_lo_scale sv_lo``): one more int32 dot product
+        (the row's first codes against it)
     portable : the portable C codes and tiles even where VNNI is compiled in
 
     ``run`` returns 0, 1 when X holds NaN or inf (outputs undefined), or -1 when
@@ -78,11 +84,11 @@ cdef class QSVMKernel:
     cdef fm_qsvm m
     cdef readonly object arrays
     cdef readonly Py_ssize_t n_features, n_classes, n_pairs, n_panels, min_parallel
-    cdef readonly bint portable, residual
+    cdef readonly bint portable, residual, sv_residual
 
     def __cinit__(self, sv_q, sv_scale, sv_norm2, dual_coef, intercept, n_support, str kernel,
                   double gamma, double coef0, int degree, prob_a=None, prob_b=None, rotation=None,
-                  bint residual=False, bint portable=False):
+                  bint residual=False, sv_lo=None, sv_lo_scale=None, bint portable=False):
         q = np.asarray(sv_q)
         coef = np.asarray(dual_coef, dtype=np.float64)
         counts = np.asarray(n_support, dtype=np.int64)
@@ -132,6 +138,20 @@ cdef class QSVMKernel:
                 for mm in range(M):
                     pair[c, mm] = index[(c, mm + 1) if mm >= c else (mm, c)]
         self.arrays = dict(w=W, ss=S, sn=SN, cs=CS, coef=CO, b=b, seg=seg, pair=pair)
+        if (sv_lo is None) != (sv_lo_scale is None):
+            raise ValueError("sv_lo and sv_lo_scale come together")
+        if sv_lo is not None:
+            ql = np.asarray(sv_lo)
+            sl = np.asarray(sv_lo_scale, dtype=np.float64).reshape(-1)
+            if ql.dtype != np.int8 or ql.shape != q.shape or np.any(ql == -128) or sl.shape[0] != n_sv:
+                raise ValueError("sv_lo must be int8 in [-127, 127] shaped like sv_q, one sv_lo_scale per vector")
+            Qp[:] = 0
+            Qp[:, cols] = ql.T
+            SL = np.zeros(P * NR, dtype=np.float32)
+            SL[cols] = sl
+            CL = np.zeros(P * NR, dtype=np.int32)
+            CL[cols] = ql.astype(np.int32).sum(axis=1)
+            self.arrays.update(w2=pack_panels(Qp), sl=SL, cs2=CL)
         if prob_a is not None:
             self.arrays["pa"] = np.ascontiguousarray(prob_a, dtype=np.float64).reshape(NP)
             self.arrays["pb"] = np.ascontiguousarray(prob_b, dtype=np.float64).reshape(NP)
@@ -141,6 +161,8 @@ cdef class QSVMKernel:
                 raise ValueError(f"rotation must be a finite ({F}, {F}) matrix")
         if kernel == "linear":  # fold the dequantized vectors: pair q's weights, float64
             sv = q.astype(np.float64) * ss[:, None]
+            if sv_lo is not None:
+                sv = sv + ql.astype(np.float64) * sl[:, None]
             if rotation is not None:
                 sv = sv @ R
             lin = np.zeros((NP, F))
@@ -173,9 +195,14 @@ cdef class QSVMKernel:
         self.m.portable = portable
         self.m.resid = residual
         self.residual = residual
+        lo = "w2" in a and "lin" not in a
+        self.m.w2 = <const int8_t *> cnp.PyArray_DATA(a["w2"]) if lo else NULL
+        self.m.sl = <const float *> cnp.PyArray_DATA(a["sl"]) if lo else NULL
+        self.m.cs2 = <const int32_t *> cnp.PyArray_DATA(a["cs2"]) if lo else NULL
+        self.sv_residual = lo
         self.portable = portable or not FM_Q8_VNNI
         self.n_features, self.n_classes, self.n_pairs, self.n_panels = F, K, NP, P
-        self.min_parallel = max(MIN_PARALLEL_ROWS, PARALLEL_MACS // max(P * NR * F * (2 if residual else 1), 1) + 1)
+        self.min_parallel = max(MIN_PARALLEL_ROWS, PARALLEL_MACS // max(P * NR * F * (1 + residual + lo), 1) + 1)
 
     @property
     def nbytes(self) -> int:
@@ -184,13 +211,14 @@ cdef class QSVMKernel:
 
     def dots(self, cnp.ndarray X):
         """The exact int32 cross terms of every row, (n, passes, n_panels * 32) in panel layout
-        (tests): ``sum_k u_k q_jk - z cs_j``, and with the residual pass ``sum_k v_k q_jk - 128 cs_j``.
+        (tests): ``sum_k u_k q_jk - z cs_j``, with the residual pass ``sum_k v_k q_jk - 128 cs_j``,
+        with the vectors' residual panel ``sum_k u_k q'_jk - z cl_j``, in that order.
         X: float32/float64 in kernel layout."""
         cdef int xk = x_kind(X, self.n_features)
         if xk < 0 or self.m.fp.lin != NULL:
             raise ValueError("dots needs X in kernel layout and a non-linear kernel")
         cdef Py_ssize_t n = X.shape[0]
-        cdef cnp.ndarray D = np.zeros((n, 2 if self.residual else 1, self.n_panels * NR), dtype=np.int32)
+        cdef cnp.ndarray D = np.zeros((n, 1 + self.residual + self.sv_residual, self.n_panels * NR), dtype=np.int32)
         cdef cnp.ndarray out = np.empty((n, self.n_pairs))
         r = fm_qsvm_run(&self.m, cnp.PyArray_DATA(X), xk, X.strides[0] // (4 if xk == 1 else 8), n, C_RAW,
                         <double *> cnp.PyArray_DATA(out), NULL, <int32_t *> cnp.PyArray_DATA(D), 1, n + 1)

@@ -24,7 +24,8 @@ class QSVMNative(SVMNative):
         counts = est.n_support if est.is_classifier else [est.n_sv]
         self._k = _qsvm.QSVMKernel(est.sv_q, est.sv_scale, est.sv_norm2, est.dual_coef, est.intercept, counts,
                                    est.kernel, est.gamma, est.coef0, int(est.degree), est.prob_a, est.prob_b,
-                                   rotation=est.rotation, residual=bool(est.residual), portable=portable)
+                                   rotation=est.rotation, residual=bool(est.residual), sv_lo=est.sv_lo,
+                                   sv_lo_scale=est.sv_lo_scale, portable=portable)
         k = est.n_classes
         if not est.is_classifier or k == 2:
             self._decision = (_qsvm.NEG if k == 2 else _qsvm.RAW, None)
@@ -32,10 +33,13 @@ class QSVMNative(SVMNative):
             self._decision = (_qsvm.OVR, k) if est.decision_shape == "ovr" else (_qsvm.RAW, est.n_pairs)
         self._predict = _qsvm.TIES if est.break_ties and est.decision_shape == "ovr" and k > 2 else _qsvm.VOTE
         if est.kernel == "linear":
-            how = "dequantized int8 vectors folded into one float64 weight vector per pair"
+            how = ("dequantized int8" + (" x2 (vectors + residual panel)" if est.sv_lo is not None else "")
+                   + " vectors folded into one float64 weight vector per pair")
         else:
             how = (("rows rotated (float64), " if est.rotation is not None else "")
                    + ("rows in two uint8 passes (codes + residual codes), " if est.residual else "")
+                   + ("int8 x2 vectors (codes + residual panel, one more dot product), "
+                      if est.sv_lo is not None else "")
                    + ("portable C" if self._k.portable else "AVX-512 VNNI vpdpbusd")
                    + " u8 x s8 -> s32 cross terms (8-code-row x 32-vector tiles, 1 x 128 for single rows), "
                    "|x|^2 and |s|^2 from float data, float32 kernel function and sums")

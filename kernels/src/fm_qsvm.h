@@ -43,6 +43,18 @@
  * exact, so the cross term's error is damped), polynomial and sigmoid models, which take x.s
  * alone, are the ones that need it.
  *
+ * Residual vector panel (optional, per model: fm_qsvm.w2, chosen by quantize_svm when a
+ * value on its proxy rows is outside the tolerance and the panel cuts the proxy error): each
+ * vector's own rounding residual kept as a second int8 vector with its own scale (max |e| / 127,
+ * at most ss / 254), s ~ ss q + sl q', stored in the same panel layout, so
+ *
+ *     t_j = (one- or two-pass t_j above) + (float)(sum_k u_k q'_jk - z cl[j]) (sx sl[j])
+ *
+ * (cl = sum_k q'_jk): one more int32 dot product, of the row's first codes against the panel, in
+ * the same tile loop right after the main tile (x_hi.s_hi, x_lo.s_hi, x_hi.s_lo; x_lo.s_lo is
+ * left out: measured at most 0.009 on the pair values of the demo datasets, all within tolerance
+ * without it).  The vectors' error drops ~250x; the RBF benchmark keeps one level.
+ *
  * Why float32 after the dot products is enough: the RBF distance cancels
  * (|x|^2 + |s|^2 and 2 x.s can both be much larger than the distance), but
  * exp(-gamma d) needs d to an absolute error of about 1/gamma * tolerance,
@@ -92,12 +104,16 @@ typedef struct {
     const double *rot;           /* R^T, (F, F) row-major, of the rows' orthogonal rotation R, or NULL */
     int portable;                /* 1: the portable C codes and tiles even where VNNI is compiled in */
     int resid;                   /* 1: rows in two uint8 passes (codes + residual codes) */
+    const int8_t *w2;            /* the vectors' residual panels (same layout as w), or NULL */
+    const float *sl;             /* their scales (per vector, panel-major like ss) */
+    const int32_t *cs2;          /* their sums of codes */
 } fm_qsvm;
 
 /* kernel values of one row against 16 vectors (vector v of a panel) from their int32 sums a1
  * (codes) and a2 (residual codes, or NULL), multiplied into the row's accumulators a[m * 32 + l] */
 static inline void fm_qsvm_epilogue(const fm_qsvm *m, ptrdiff_t p, int half, const int32_t *a1,
-                                    const int32_t *a2, float xs, int32_t z, float xx, float *restrict a)
+                                    const int32_t *a2, const int32_t *b1, float xs, int32_t z, float xx,
+                                    float *restrict a)
 {
     const ptrdiff_t o = p * FM_Q8_NR + half * 16, M = m->fp.M;
     const int32_t *restrict cs = m->cs + o;
@@ -115,7 +131,17 @@ static inline void fm_qsvm_epilogue(const fm_qsvm *m, ptrdiff_t p, int half, con
         d = d > 0.0f ? d : 0.0f;                                                            \
         k[l] = fm_exp_f32(-g * d);                                                          \
     }
-    if (m->fp.kernel != FM_SVM_RBF) {
+    if (b1 != NULL) {  /* the vectors' residual panel: (b1 - z cl) (sx sl) added to the cross term */
+        const int32_t *restrict cl = m->cs2 + o;
+        const float *restrict sl = m->sl + o;
+        if (a2 == NULL) {
+            _Pragma("omp simd")
+            for (int l = 0; l < 16; l++) t[l] = FM_QSVM_T1(l) + (float)(b1[l] - z * cl[l]) * (xs * sl[l]);
+        } else {
+            _Pragma("omp simd")
+            for (int l = 0; l < 16; l++) t[l] = FM_QSVM_T2(l) + (float)(b1[l] - z * cl[l]) * (xs * sl[l]);
+        }
+    } else if (m->fp.kernel != FM_SVM_RBF) {
         if (a2 == NULL) {
             _Pragma("omp simd")
             for (int l = 0; l < 16; l++) t[l] = FM_QSVM_T1(l);
@@ -127,7 +153,10 @@ static inline void fm_qsvm_epilogue(const fm_qsvm *m, ptrdiff_t p, int half, con
     switch (m->fp.kernel) {
     case FM_SVM_RBF: {
         const float *restrict sn = m->sn + o;
-        if (a2 == NULL) { FM_QSVM_RBF(FM_QSVM_T1) } else { FM_QSVM_RBF(FM_QSVM_T2) }
+#define FM_QSVM_T0(l) (t[l])
+        if (b1 != NULL) { FM_QSVM_RBF(FM_QSVM_T0) }
+        else if (a2 == NULL) { FM_QSVM_RBF(FM_QSVM_T1) } else { FM_QSVM_RBF(FM_QSVM_T2) }
+#undef FM_QSVM_T0
         break;
     }
     case FM_SVM_POLY:
@@ -166,25 +195,32 @@ static inline void fm_qsvm_flush(const fm_qsvm *m, ptrdiff_t c, ptrdiff_t n, flo
 
 /* The int32 sums of code rows xr[0:mr] against nv 16-vector pieces starting at panel p
  * (fm_int8.h's tiles: VNNI, or portable C with the same integers). */
-static inline void fm_qsvm_tile(const fm_qsvm *m, int mr, int nv, const uint8_t *const *xr, ptrdiff_t p,
-                                int32_t acc[][16])
+static inline void fm_qsvm_tile(const fm_qsvm *m, const int8_t *w, int mr, int nv, const uint8_t *const *xr,
+                                ptrdiff_t p, int32_t acc[][16])
 {
     const ptrdiff_t kg = m->kpad / 4, pstride = kg * 4 * FM_Q8_NR;
     const int8_t *wv[8];
-    for (int v = 0; v < nv; v++) wv[v] = m->w + (p + v / 2) * pstride + (v % 2) * 64;
+    for (int v = 0; v < nv; v++) wv[v] = w + (p + v / 2) * pstride + (v % 2) * 64;
     fm_q8_tiles(!FM_Q8_VNNI || m->portable, mr, nv, xr, kg, wv, acc);
 }
 
-/* tests: the exact cross terms of one row against 16 vectors, pass one (a1 - z cs) and, with
- * the residual pass, pass two (a2 - 128 cs) one panel row further: dots[(row, pass, column)] */
+/* tests: the exact cross terms of one row against 16 vectors, pass one (a1 - z cs), then with
+ * the residual row pass (a2 - 128 cs), then with the vectors' residual panel (b1 - z cl), each one
+ * panel row further: dots[(row, pass, column)] */
 static inline void fm_qsvm_dots(const fm_qsvm *m, int32_t *dots, ptrdiff_t row, ptrdiff_t p, int half,
-                                const int32_t *a1, const int32_t *a2, int32_t z)
+                                const int32_t *a1, const int32_t *a2, const int32_t *b1, int32_t z)
 {
     const ptrdiff_t W = m->P * FM_Q8_NR, o = p * FM_Q8_NR + half * 16;
-    int32_t *d = dots + row * (a2 != NULL ? 2 : 1) * W + o;
+    int32_t *d = dots + row * (1 + (a2 != NULL) + (b1 != NULL)) * W + o;
     for (int l = 0; l < 16; l++) d[l] = a1[l] - z * m->cs[o + l];
-    if (a2 != NULL)
-        for (int l = 0; l < 16; l++) d[W + l] = a2[l] - 128 * m->cs[o + l];
+    if (a2 != NULL) {
+        d += W;
+        for (int l = 0; l < 16; l++) d[l] = a2[l] - 128 * m->cs[o + l];
+    }
+    if (b1 != NULL) {
+        d += W;
+        for (int l = 0; l < 16; l++) d[l] = b1[l] - z * m->cs2[o + l];
+    }
 }
 
 /* y = R x in float64 from Rt = R^T (row-major): each y[k] summed in feature order,
@@ -238,7 +274,9 @@ static int fm_qsvm_block(const fm_qsvm_call *c, ptrdiff_t i0, ptrdiff_t n, char 
     int32_t *xz = (int32_t *)(xx + n);
     double *xrot = (double *)(((uintptr_t)(xz + n) + 63) & ~(uintptr_t)63);  /* one rotated row */
     int32_t tacc[16][16] __attribute__((aligned(64)));
-    const uint8_t *xr[FM_Q8_MR];
+    int32_t tlo[16][16] __attribute__((aligned(64)));   /* sums against the vectors' residual panel */
+    const uint8_t *xr[FM_Q8_MR], *xh[FM_Q8_MR];
+    const int lo = m->w2 != NULL;
 
     for (ptrdiff_t r = 0; r < n; r++) {
         uint8_t *u = xq + r * rp * kp, *v = rp == 2 ? u + kp : NULL;
@@ -271,13 +309,18 @@ static int fm_qsvm_block(const fm_qsvm_call *c, ptrdiff_t i0, ptrdiff_t n, char 
             for (ptrdiff_t i = 0; i < nc; i += FM_Q8_MR) {  /* i and mr are multiples of rp */
                 int mr = nc - i < FM_Q8_MR ? (int)(nc - i) : FM_Q8_MR;
                 for (int r = 0; r < mr; r++) xr[r] = xq + (i + r) * kp;
-                fm_qsvm_tile(m, mr, 2, xr, p, tacc);
+                fm_qsvm_tile(m, m->w, mr, 2, xr, p, tacc);
+                if (lo) {  /* the rows' first codes against the residual panel: x_hi . s_lo */
+                    for (int r = 0; r < mr / rp; r++) xh[r] = xr[r * rp];
+                    fm_qsvm_tile(m, m->w2, mr / rp, 2, xh, p, tlo);
+                }
                 for (int r = 0; r < mr; r += rp) {
                     const ptrdiff_t row = (i + r) / rp;
                     for (int h = 0; h < 2; h++) {
                         const int32_t *a1 = tacc[2 * r + h], *a2 = rp == 2 ? tacc[2 * (r + 1) + h] : NULL;
-                        if (c->dots) fm_qsvm_dots(m, c->dots, i0 + row, p, h, a1, a2, xz[row]);
-                        fm_qsvm_epilogue(m, p, h, a1, a2, xs[row], xz[row], xx[row], acc + row * M * FM_Q8_NR);
+                        const int32_t *b1 = lo ? tlo[2 * (r / rp) + h] : NULL;
+                        if (c->dots) fm_qsvm_dots(m, c->dots, i0 + row, p, h, a1, a2, b1, xz[row]);
+                        fm_qsvm_epilogue(m, p, h, a1, a2, b1, xs[row], xz[row], xx[row], acc + row * M * FM_Q8_NR);
                     }
                 }
             }
@@ -287,12 +330,13 @@ static int fm_qsvm_block(const fm_qsvm_call *c, ptrdiff_t i0, ptrdiff_t n, char 
             const ptrdiff_t pmax = 4 / rp;
             for (ptrdiff_t p = p0; p < p1; p += pmax) {
                 int npp = p1 - p < pmax ? (int)(p1 - p) : (int)pmax, nv = 2 * npp;
-                fm_qsvm_tile(m, rp, nv, xr, p, tacc);
+                fm_qsvm_tile(m, m->w, rp, nv, xr, p, tacc);
+                if (lo) fm_qsvm_tile(m, m->w2, 1, nv, xr, p, tlo);
                 for (int v = 0; v < nv; v++) {
                     const ptrdiff_t pp = p + v / 2;
-                    const int32_t *a1 = tacc[v], *a2 = rp == 2 ? tacc[nv + v] : NULL;
-                    if (c->dots) fm_qsvm_dots(m, c->dots, i0 + r, pp, v % 2, a1, a2, xz[r]);
-                    fm_qsvm_epilogue(m, pp, v % 2, a1, a2, xs[r], xz[r], xx[r], acc + r * M * FM_Q8_NR);
+                    const int32_t *a1 = tacc[v], *a2 = rp == 2 ? tacc[nv + v] : NULL, *b1 = lo ? tlo[v] : NULL;
+                    if (c->dots) fm_qsvm_dots(m, c->dots, i0 + r, pp, v % 2, a1, a2, b1, xz[r]);
+                    fm_qsvm_epilogue(m, pp, v % 2, a1, a2, b1, xs[r], xz[r], xx[r], acc + r * M * FM_Q8_NR);
                 }
             }
         }
