@@ -232,6 +232,25 @@ def test_quantized_agrees_with_the_float_model_on_held_out_rows(name, family, ke
         assert np.mean(qr.predict(X) == est.predict(X)) >= 0.99
 
 
+@pytest.mark.parametrize("kernel", ["rbf", "poly", "sigmoid"])
+@pytest.mark.parametrize("family", ["SVC", "NuSVC", "SVR", "OneClassSVM"])
+@pytest.mark.parametrize("name", list(LOADERS))
+def test_with_calibration_rows_every_model_meets_the_tolerance(name, family, kernel):
+    """The documented use, ``quantize(model, calibration=X_train)``: the rounding variant and the
+    passes are chosen on rows like the ones the model will see, and every model's held-out pair
+    values lie within rtol 1e-2 / atol 0.05 of the float model's (no LOOSE entry). Labels agree on
+    >= 99% of rows except the NEAR_ZERO one-class models (values within ~1e-2 of 0)."""
+    est = fit(name, family, kernel)
+    Xtr, Xte = data(name)[:2]
+    f = import_model(est)
+    q, _ = quantize(f, calibration=Xtr)
+    fr, qr = SVMNative(f, n_threads=1), QSVMNative(q, n_threads=1)
+    a, b = pairs(fr, Xte, _svm), pairs(qr, Xte, _qsvm)
+    assert np.all(np.abs(a - b) <= 0.05 + 1e-2 * np.abs(a)), np.abs(a - b).max()
+    if family != "SVR" and (name, family, kernel) not in NEAR_ZERO:
+        assert np.mean(fr.predict(Xte) == qr.predict(Xte)) >= 0.99
+
+
 # (dataset, family, kernel): whether quantize_svm turns the residual row pass on
 RESIDUAL_CHOICE = {("digits", "SVC", "sigmoid"): True, ("digits", "SVR", "poly"): True,
                    ("digits", "OneClassSVM", "sigmoid"): True, ("breast_cancer", "NuSVC", "poly"): True,
