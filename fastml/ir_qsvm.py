@@ -35,7 +35,8 @@ What neither can give back on models with few features (iris) or whose values am
 vectors' error (poly cubes it, NuSVC/SVR coefficients are large) is kept as a second int8 panel:
 ``sv_lo`` with one scale per vector, ``s ~ sv_scale q + sv_lo_scale sv_lo`` (int8 x2; the kernel
 adds x_hi.s_lo, one more dot product). :func:`quantize_svm` adds it only when a value on its proxy
-rows is outside the tolerance (``SV_BUDGET``) and the panel cuts the proxy error by ``GAIN``.
+rows is outside the tolerance (``SV_BUDGET``), or more than 1% of the calibration rows change a
+decision's sign (``FLIP_BUDGET``), and the panel cuts that by ``GAIN``.
 
 Neither rotation nor feedback helps every model (a rotation of 4 features spreads nothing and hurts
 some polynomial models), so :func:`quantize_svm` builds the candidates and keeps
@@ -160,6 +161,7 @@ MARGIN = 0.35        # a candidate replaces a simpler one only when its proxy er
 BUDGET = 0.5         # the residual row pass is tried when a one-pass proxy value uses more than this of its tolerance
 GAIN = 0.75          # ... and kept when it cuts the proxy error (mean squared ratio) to at most this fraction
 SV_BUDGET = 1.0      # the vectors' residual panel is tried when a proxy value is outside its tolerance
+FLIP_BUDGET = 0.01   # ... or when more calibration rows than this change a decision's sign
 
 
 def rotation_matrix(F: int, seed: int = 0) -> np.ndarray:
@@ -281,7 +283,11 @@ def quantize_svm(est: ir.KernelSVM, *, rotate: Optional[bool] = None, feedback: 
     (``SV_BUDGET``, the row pass chosen as below) and the panel, with the row pass as chosen or
     (when the rule left rows in one pass) with two, cuts the proxy error to ``GAIN`` or less; the
     row pass is then chosen again with the panel (with the vectors' error gone the rows' is what
-    is left). The 10,162-vector RBF benchmark (proxy max 0.91) keeps one level.
+    is left). With ``calibration`` rows it is also tried when more than ``FLIP_BUDGET`` of them
+    change a decision's sign (pair value plus intercept), and kept when it cuts those changes by
+    ``GAIN``: one-class polynomial models whose values sit within 1e-2 of 0 need it for 99% of
+    labels (not with the support vectors as proxies: they sit on the boundary by design). The
+    10,162-vector RBF benchmark (proxy max 0.91, 0.15% sign changes) keeps one level.
 
     ``residual`` (each row in two uint8 passes, codes and residual codes: twice the
     integer work) is added to the candidate chosen with one pass (choosing again with
@@ -342,9 +348,19 @@ def quantize_svm(est: ir.KernelSVM, *, rotate: Optional[bool] = None, feedback: 
                 t += xl @ b["Sq"].T
             if vec2:
                 t += xh @ lo(b)["Slo"].T
-            r = np.abs(_pair_values(est, t, xx) - want) / tol
-            b["err"][key] = (float(np.mean(r ** 2)), float(r.max()))
+            pv = _pair_values(est, t, xx)
+            r = np.abs(pv - want) / tol
+            b["err"][key] = (float(np.mean(r ** 2)), float(r.max()), flipped(pv))
         return b["err"][key]
+
+    def flipped(pv) -> float:
+        """Fraction of proxy rows with a decision value (pair value + intercept) of the other
+        sign than the float model's: a label or a vote that may change (regressors: 0)."""
+        if est.kind == "regressor":
+            return 0.0
+        b0 = np.asarray(est.intercept, dtype=np.float64)
+        got = (pv.reshape(len(pv), -1) + b0) > 0
+        return float(np.mean(np.any(got != ((want.reshape(len(want), -1) + b0) > 0), axis=1)))
 
     best = None
     for b in built:
@@ -358,8 +374,15 @@ def quantize_svm(est: ir.KernelSVM, *, rotate: Optional[bool] = None, feedback: 
         # with the panel, the row's second pass is tried again when it is free to choose: with the
         # vectors' error gone, the row's is what is left (iris: one pass alone, then both)
         opts = [False, True] if residual is None and not two else [two]
-        vec2 = error(best, two)[1] > SV_BUDGET and \
-            min(error(best, t, True)[0] for t in opts) <= GAIN * error(best, two)[0]
+        # tried when a proxy value is outside its tolerance, or, on calibration rows, when more
+        # than FLIP_BUDGET of them change a decision's sign (one-class poly models sit within
+        # 1e-2 of 0; the support vectors, the proxies otherwise, sit on the boundary by design);
+        # kept when it cuts the proxy error or those sign changes
+        one = error(best, two)
+        flips = calibration is not None and one[2] > FLIP_BUDGET
+        vec2 = (one[1] > SV_BUDGET or flips) and any(
+            error(best, t, True)[0] <= GAIN * one[0] or (flips and error(best, t, True)[2] <= GAIN * one[2])
+            for t in opts)
         if vec2 and len(opts) == 2:
             two = error(best, True, True)[0] <= GAIN * error(best, False, True)[0]
     else:
