@@ -406,34 +406,6 @@ static inline double fm_rowsum_f64(const double *e, ptrdiff_t n, int padded)
     return tot + comp;
 }
 
-/* exp(x (1 + d)) of 16 floats in [-87, 88], d = -1.3e-8 (softmax's flat
- * pass; no range handling, like fm_expin_f32).  2^(y / 32) with y = x K and K
- * = 32 / ln2 rounded to float (relative error d): y = 32 e + j + u, |u| <=
- * 1/2, so the result is 2^e 2^(j/32) p(u) with a table of 2^(j/32) and p of
- * degree 2 (relative minimax for 2^(u/32), 5.4e-8).  u = x K - n is one FMA
- * (the product is exact inside it), where a reduction by ln2 needs two.  The
- * factor (1 + d) is the same for every element, so in a softmax it cancels up
- * to d |x - mean|, below the d' |x - max| that rounding x - max costs (the
- * 1-ulp d' = 6e-8); measured against exp(x): <= 1.5 ulp + |x| d.
- * The table is two registers and the lookup one two-source permute
- * (vpermt2ps), which reads only the low 5 bits of each index, i.e. j; the
- * integer add that puts e into the exponent field also removes j's bits from
- * it (FM_EXP32_TAB holds bits(2^(j/32)) - (127 << 23) - (j << 18)): the low
- * 13 bits of t hold 32 (e + 127) + j (< 2^13 for e + 127 in [1, 254]), so
- * t's bits << 18 are (e + 127) << 23 plus j << 18.  Six FMA-class operations
- * against fm_expin_f32's nine: on this machine's FMA pipes that is the whole
- * cost of a softmax. */
-typedef int32_t fm_v16i __attribute__((vector_size(64)));
-/* v < a ? v : a lane by lane (a NaN in v keeps a): x86's min/max rule, one
- * instruction where GCC would emit a compare and a blend. */
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#define FM_VMIN(v, a) ((__typeof__(v))_mm512_min_ps((__m512)(v), (__m512)(a)))
-#define FM_VMAX(v, a) ((__typeof__(v))_mm512_max_ps((__m512)(v), (__m512)(a)))
-#else
-#define FM_VMIN(v, a) ((__typeof__(v))(((fm_v16i)(v) & ((v) < (a))) | ((fm_v16i)(a) & ~((v) < (a)))))
-#define FM_VMAX(v, a) ((__typeof__(v))(((fm_v16i)(v) & ((v) > (a))) | ((fm_v16i)(a) & ~((v) > (a)))))
-#endif
 /* Stores that bypass the caches (non-temporal), for outputs too large to
  * stay in them: a cached store first reads the line it writes (a third
  * memory stream beside the input and the output).  o[j] = e[j] * s for j in
@@ -482,36 +454,51 @@ static inline void fm_scale_stream_f64(const double *e, double s, double *o, ptr
 static inline void fm_stream_fence(void) {}
 #endif
 
+/* exp(x (1 + d)) of 16 floats in [-87, 88], d = -1.3e-8 (softmax's flat
+ * pass; no range handling, like fm_expin_f32).  2^(y / 32) with y = x K and K
+ * = 32 / ln2 rounded to float (relative error d): y = 32 e + j + u, |u| <=
+ * 1/2, so the result is 2^e 2^(j/32) p(u) with a table of 2^(j/32) and p of
+ * degree 2 (relative minimax for 2^(u/32), 5.4e-8).  u = x K - n is one FMA
+ * (the product is exact inside it), where a reduction by ln2 needs two.  The
+ * factor (1 + d) is the same for every element, so in a softmax it cancels up
+ * to d |x - mean|, below the d' |x - max| that rounding x - max costs (the
+ * 1-ulp d' = 6e-8); measured against exp(x): <= 1.5 ulp + |x| d.
+ * The table is two registers and the lookup one two-source permute
+ * (vpermt2ps), which reads only the low 5 bits of each index, i.e. j; the
+ * integer add that puts e into the exponent field also removes j's bits from
+ * it (FM_EXP32_TAB holds bits(2^(j/32)) - (127 << 23) - (j << 18)): the low
+ * 13 bits of t hold 32 (e + 127) + j (< 2^13 for e + 127 in [1, 254]), so
+ * t's bits << 18 are (e + 127) << 23 plus j << 18.  Six FMA-class operations
+ * against fm_expin_f32's nine: on this machine's FMA pipes that is the whole
+ * cost of a softmax. */
+#if defined(__AVX512F__)
+typedef int32_t fm_v16i __attribute__((vector_size(64)));
 #define FM_EXP32_TAB0 {0, -78457, -152893, -223217, -289342, -351174, -408621, -461584, \
                        -509968, -553670, -592590, -626621, -655657, -679589, -698305, -711690}
 #define FM_EXP32_TAB1 {-719629, -722001, -718684, -709555, -694486, -673346, -646004, -612322, \
                        -572163, -525384, -471841, -411385, -343865, -269126, -187011, -97357}
 
-static inline void fm_vexpin_f32(const float *x, float *out)
+/* 2^e 2^(j/32) for 16 lanes whose t holds 32 (e + 127) + j in its low bits (see above). */
+static inline __m512 fm_vexp32_scale(__m512 t)
 {
-    typedef float v16 __attribute__((vector_size(64)));
-    const fm_v16i tab0 = FM_EXP32_TAB0, tab1 = FM_EXP32_TAB1;
-    const v16 shifter = (v16){0} + 12586976.0f;      /* 1.5 * 2^23 + 127 * 32 */
-    const float K = 46.1662407f;                      /* 32 / ln2 */
-    v16 xv = *(const fm_v16f *)x;
-    v16 t = xv * K + shifter;
-    v16 n = t - shifter;
-#if defined(__FMA__) || defined(__aarch64__)
-    v16 u = xv * K - n;                               /* one FMA: x K exact inside */
-#else   /* no FMA: u from x - n ln2/32 with a split constant (n * hi is exact) */
-    v16 u = ((xv - n * 0.02165985107421875f) - n * 9.98318226e-07f) * K;
-#endif
-    fm_v16i ti = (fm_v16i)t;
-#if defined(__clang__)
-    fm_v16i tb;
-    for (int l = 0; l < 16; l++) tb[l] = (ti[l] & 16) ? tab1[ti[l] & 15] : tab0[ti[l] & 15];
-#else
-    fm_v16i tb = __builtin_shuffle(tab0, tab1, ti);
-#endif
-    v16 s = (v16)(tb + (ti << 18));
-    v16 q = (u * 0.000234596196f + 0.0216611680f) * u;
-    *(fm_v16f *)out = s * q + s;
+    const fm_v16i t0 = FM_EXP32_TAB0, t1 = FM_EXP32_TAB1;
+    __m512i ti = _mm512_castps_si512(t);
+    __m512i tb = _mm512_permutex2var_epi32((__m512i)t0, ti, (__m512i)t1);
+    return _mm512_castsi512_ps(_mm512_add_epi32(tb, _mm512_slli_epi32(ti, 18)));
 }
+
+static inline __m512 fm_vexpin_f32(__m512 x)
+{
+    const __m512 shifter = _mm512_set1_ps(12586976.0f);      /* 1.5 * 2^23 + 127 * 32 */
+    const __m512 K = _mm512_set1_ps(46.1662407f);            /* 32 / ln2 */
+    __m512 t = _mm512_fmadd_ps(x, K, shifter);
+    __m512 n = _mm512_sub_ps(t, shifter);
+    __m512 u = _mm512_fmsub_ps(x, K, n);                     /* one FMA: x K exact inside */
+    __m512 s = fm_vexp32_scale(t);
+    __m512 q = _mm512_mul_ps(_mm512_fmadd_ps(u, _mm512_set1_ps(0.000234596196f), _mm512_set1_ps(0.0216611680f)), u);
+    return _mm512_fmadd_ps(s, q, s);
+}
+#endif
 
 /* 1 when every element of a rows x cols array (row stride rs elements, unit
  * column stride) is finite: the largest |bits| stays below the all-ones
@@ -634,8 +621,6 @@ FM_ALL_FINITE(f64, double, uint64_t, fm_u64_alias, 0x7fffffffffffffffull, 0x7ff0
  * element falls. */
 static inline __m512 fm_vsigmoid_f32(__m512 x)
 {
-    const fm_v16i t0 = FM_EXP32_TAB0, t1 = FM_EXP32_TAB1;
-    const __m512i tab0 = (__m512i)t0, tab1 = (__m512i)t1;
     const __m512 shifter = _mm512_set1_ps(12586976.0f);          /* 1.5 * 2^23 + 127 * 32 */
     __m512 xc = _mm512_max_ps(_mm512_set1_ps(-88.0f), _mm512_min_ps(_mm512_set1_ps(87.0f), x));
     __m512 y = _mm512_sub_ps(_mm512_setzero_ps(), xc);                /* e^y, y = -x */
@@ -643,9 +628,7 @@ static inline __m512 fm_vsigmoid_f32(__m512 x)
     __m512 nn = _mm512_sub_ps(t, shifter);
     __m512 r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(0.02165985107421875f), y);
     r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(9.98318226e-07f), r);
-    __m512i ti = _mm512_castps_si512(t);
-    __m512i tb = _mm512_permutex2var_epi32(tab0, ti, tab1);
-    __m512 sc = _mm512_castsi512_ps(_mm512_add_epi32(tb, _mm512_slli_epi32(ti, 18)));
+    __m512 sc = fm_vexp32_scale(t);
     __m512 q = _mm512_mul_ps(_mm512_fmadd_ps(_mm512_set1_ps(0.500000119f), r, _mm512_set1_ps(1.00001490f)), r);
     __m512 e = _mm512_fmadd_ps(sc, q, sc);
     __m512 d = _mm512_add_ps(e, _mm512_set1_ps(1.0f));
@@ -932,26 +915,23 @@ static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t 
     ptrdiff_t L = nb * C, L16 = L / FM_W * FM_W;
     FM_T lo = INFINITY, hi = -INFINITY;
 #if FM_TABLE_EXP
-    {   /* (FM_VMIN / FM_VMAX: v < a ? v : a, i.e. NaN in v keeps a) */
-        FM_V vlo = (FM_V){0} + lo, vhi = (FM_V){0} + hi;
+    {   /* min / max: x86's rule (a NaN in x keeps the range's value), one instruction each */
+        __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
         for (ptrdiff_t k = 0; k < L16; k += FM_W) {
-            FM_V v = FM_LOAD(x + k);
-            vlo = FM_VMIN(v, vlo);
-            vhi = FM_VMAX(v, vhi);
-            fm_vexpin_f32(x + k, E + k);
+            __m512 v = _mm512_loadu_ps(x + k);
+            vlo = _mm512_min_ps(v, vlo);
+            vhi = _mm512_max_ps(v, vhi);
+            _mm512_store_ps(E + k, fm_vexpin_f32(v));
         }
         if (L16 < L) {   /* the last partial vector, NaN-padded (no effect on the range) */
-            FM_T tail[FM_W] __attribute__((aligned(64)));
-            for (int l = 0; l < FM_W; l++) tail[l] = L16 + l < L ? x[L16 + l] : (FM_T)NAN;
-            FM_V v = FM_LOAD(tail);
-            vlo = FM_VMIN(v, vlo);
-            vhi = FM_VMAX(v, vhi);
-            fm_vexpin_f32(tail, E + L16);   /* E is padded */
+            __mmask16 m = (__mmask16)((1u << (L - L16)) - 1);
+            __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(NAN), m, x + L16);
+            vlo = _mm512_min_ps(v, vlo);
+            vhi = _mm512_max_ps(v, vhi);
+            _mm512_store_ps(E + L16, fm_vexpin_f32(v));   /* E is padded */
         }
-        for (int l = 0; l < FM_W; l++) {
-            lo = vlo[l] < lo ? vlo[l] : lo;
-            hi = vhi[l] > hi ? vhi[l] : hi;
-        }
+        lo = _mm512_reduce_min_ps(vlo);
+        hi = _mm512_reduce_max_ps(vhi);
         (void)avail;
     }
 #else
@@ -976,9 +956,9 @@ static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t 
          * reads E[k] before writing element k), then whole lines of out past
          * the cache (x * 1 is exact), the partial lines at the ends cached */
         FM_FN(fm__normalize_rows)(E, src, E, S, nb, C, log, idx, 0);
-        ptrdiff_t h = (uintptr_t)out % sizeof(FM_T) ? L : ((-(uintptr_t)out) & 63) / sizeof(FM_T);
+        ptrdiff_t h = (uintptr_t)out % sizeof(FM_T) ? L : (ptrdiff_t)(((-(uintptr_t)out) & 63) / sizeof(FM_T));
         h = h < L ? h : L;
-        ptrdiff_t m = (L - h) / (64 / sizeof(FM_T)) * (64 / sizeof(FM_T));
+        ptrdiff_t line = 64 / (ptrdiff_t)sizeof(FM_T), m = (L - h) / line * line;
         for (ptrdiff_t k = 0; k < h; k++) out[k] = E[k];
         FM_FN(fm_scale_stream)(E + h, 1, out + h, m);
         for (ptrdiff_t k = h + m; k < L; k++) out[k] = E[k];
