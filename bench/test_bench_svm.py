@@ -25,6 +25,7 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 import pytest
+from sklearn.utils.multiclass import _ovr_decision_function
 
 from fastml.converters import to_onnx
 
@@ -58,20 +59,6 @@ def model(request):
     return est, np.ascontiguousarray(Xq, dtype=np.float32)
 
 
-def _ovr(pairs: np.ndarray, k: int) -> np.ndarray:
-    votes = np.zeros((len(pairs), k))
-    conf = np.zeros((len(pairs), k))
-    p = 0
-    for i in range(k):
-        for j in range(i + 1, k):
-            conf[:, i] += pairs[:, p]
-            conf[:, j] -= pairs[:, p]
-            votes[:, i] += pairs[:, p] >= 0
-            votes[:, j] += pairs[:, p] < 0
-            p += 1
-    return votes + conf / (3 * (np.abs(conf) + 1))
-
-
 def numpy_formulation(est) -> Callable:
     """What a user would write with numpy: two BLAS GEMMs and elementwise passes, float64."""
     S = est.support_vectors_
@@ -96,7 +83,8 @@ def numpy_formulation(est) -> Callable:
         np.maximum(D, 0.0, out=D)
         D *= -g
         np.exp(D, out=D)
-        return _ovr(D @ C + b, k)
+        pairs = D @ C + b
+        return _ovr_decision_function(pairs < 0, -pairs, k)   # scikit-learn's one-vs-rest scores
 
     return decision
 

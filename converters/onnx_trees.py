@@ -375,8 +375,8 @@ class _NodeIndex:
     ``build`` returns None where the keys would overflow or two nodes of a tree share an
     id; the caller then takes the loops that name the culprit."""
 
-    def __init__(self, order, keys, sort, ir_of, run_tid, M):
-        self.order, self._keys, self._sort, self._ir_of = order, keys, sort, ir_of
+    def __init__(self, order, run, keys, sort, ir_of, run_tid, M):
+        self.order, self.run, self._keys, self._sort, self._ir_of = order, run, keys, sort, ir_of
         self._run_tid, self._M = run_tid, M
 
     @classmethod
@@ -396,9 +396,7 @@ class _NodeIndex:
             return None
         ir_of = np.empty(n, dtype=np.int64)
         ir_of[order] = np.arange(n, dtype=np.int64)
-        ix = cls(order, sk, sort, ir_of, tree_ids[starts], M)
-        ix.run = run
-        return ix
+        return cls(order, run, sk, sort, ir_of, tree_ids[starts], M)
 
     def run_of_tree(self, tids: np.ndarray) -> np.ndarray:
         """Run index of each tree id, -1 for ids that are no tree."""

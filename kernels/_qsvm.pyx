@@ -22,7 +22,7 @@ from libc.stdint cimport int8_t, int32_t
 from _layout cimport x_kind
 
 from fastml.kernels._int8 import pack_panels
-from fastml.kernels._svm import KERNELS
+from fastml.kernels._svm import KERNELS, fold_linear, pair_table
 
 cnp.import_array()
 
@@ -128,15 +128,7 @@ cdef class QSVMKernel:
         cp = np.zeros((P * NR, M), dtype=np.float32)
         cp[cols] = coef.T
         CO = np.ascontiguousarray(cp.reshape(P, NR, M).transpose(0, 2, 1))
-        pair = np.zeros((K, M), dtype=np.int32)
-        if K > 1:
-            index = {}
-            for i in range(K):
-                for j in range(i + 1, K):
-                    index[i, j] = len(index)
-            for c in range(K):
-                for mm in range(M):
-                    pair[c, mm] = index[(c, mm + 1) if mm >= c else (mm, c)]
+        pair = pair_table(K)
         self.arrays = dict(w=W, ss=S, sn=SN, cs=CS, coef=CO, b=b, seg=seg, pair=pair)
         if (sv_lo is None) != (sv_lo_scale is None):
             raise ValueError("sv_lo and sv_lo_scale come together")
@@ -165,11 +157,7 @@ cdef class QSVMKernel:
                 sv = sv + ql.astype(np.float64) * sl[:, None]
             if rotation is not None:
                 sv = sv @ R
-            lin = np.zeros((NP, F))
-            for c in range(K):
-                for mm in range(M):
-                    lin[pair[c, mm]] += coef[mm, start[c]:start[c + 1]] @ sv[start[c]:start[c + 1]]
-            self.arrays["lin"] = lin
+            self.arrays["lin"] = fold_linear(coef, sv, start, pair, NP)
         elif rotation is not None:
             self.arrays["rot"] = np.ascontiguousarray(R.T)
         a = self.arrays

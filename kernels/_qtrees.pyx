@@ -60,7 +60,8 @@ cdef class QForestKernel:
     cdef readonly Py_ssize_t n_features, n_trees, n_targets
     cdef readonly bint compare64
 
-    def __init__(self, nodes, cuts, cut_off, root, depth, target, value, base, *, compare64, average=False):
+    def __init__(self, nodes, cuts, cut_off, root, depth, target, value, base, *, compare64, average=False,
+                 logistic_scale=1.0):
         c = np.ascontiguousarray
         self.nodes = c(nodes, dtype=QNODE)
         self.compare64 = bool(compare64)
@@ -118,6 +119,7 @@ cdef class QForestKernel:
         q.f.T = self.n_targets
         q.f.average = bool(average)
         q.f.cat_exact = 0
+        q.f.post_scale = logistic_scale
         q.nodes = <const fm_qnode *>_ptr(self.nodes)
         q.cuts32 = NULL if self.compare64 else <const float *>_ptr(self.cuts)
         q.cuts64 = <const double *>_ptr(self.cuts) if self.compare64 else NULL

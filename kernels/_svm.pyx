@@ -32,6 +32,33 @@ RAW, NEG, OVR, VOTE, TIES, PROBA = C_RAW, C_NEG, C_OVR, C_VOTE, C_TIES, C_PROBA
 KERNELS = {"linear": 0, "poly": 1, "rbf": 2, "sigmoid": 3}
 
 
+def pair_table(Py_ssize_t K):
+    """(K, K-1) int32: the one-vs-one pair (libsvm's order) of class c against its m-th other
+    class, whose dual coefficients sit in row m of that class's columns."""
+    M = max(K - 1, 1)
+    pair = np.zeros((K, M), dtype=np.int32)
+    if K > 1:
+        index = {}
+        for i in range(K):
+            for j in range(i + 1, K):
+                index[i, j] = len(index)
+        for c in range(K):
+            for m in range(M):
+                pair[c, m] = index[(c, m + 1) if m >= c else (m, c)]
+    return pair
+
+
+def fold_linear(coef, sv, start, pair, Py_ssize_t NP):
+    """A linear kernel folded into one float64 weight vector per pair: the sum over the
+    pair's vectors of coefficient * vector (classes' vectors at rows start[c]:start[c+1])."""
+    K, M = pair.shape
+    lin = np.zeros((NP, sv.shape[1]))
+    for c in range(K):
+        for m in range(M):
+            lin[pair[c, m]] += coef[m, start[c]:start[c + 1]] @ sv[start[c]:start[c + 1]]
+    return lin
+
+
 cdef class SVMKernel:
     """Support vectors in kernel layout (panels of 16, one class per panel).
 
@@ -68,15 +95,7 @@ cdef class SVMKernel:
             svp.reshape(P * LANES, F)[rows] = sv[start[c]:start[c] + k]
             cp.reshape(P * LANES, M)[rows] = coef[:, start[c]:start[c] + k].T
         sn = np.einsum("plf,plf->pl", svp, svp)
-        pair = np.zeros((K, M), dtype=np.int32)
-        if K > 1:
-            index = {}
-            for i in range(K):
-                for j in range(i + 1, K):
-                    index[i, j] = len(index)
-            for c in range(K):
-                for m in range(M):
-                    pair[c, m] = index[(c, m + 1) if m >= c else (m, c)]
+        pair = pair_table(K)
         self.arrays = dict(
             sv=np.ascontiguousarray(svp.transpose(0, 2, 1)), sn=np.ascontiguousarray(sn),
             coef=np.ascontiguousarray(cp.transpose(0, 2, 1)), b=b, seg=seg, pair=np.ascontiguousarray(pair))
@@ -84,11 +103,7 @@ cdef class SVMKernel:
             self.arrays["pa"] = np.ascontiguousarray(prob_a, dtype=np.float64).reshape(NP)
             self.arrays["pb"] = np.ascontiguousarray(prob_b, dtype=np.float64).reshape(NP)
         if kernel == "linear":  # fold: pair q's weights = sum over its vectors of coef * s
-            lin = np.zeros((NP, F))
-            for c in range(K):
-                for m in range(M):
-                    lin[pair[c, m]] += coef[m, start[c]:start[c + 1]] @ sv[start[c]:start[c + 1]]
-            self.arrays["lin"] = lin
+            self.arrays["lin"] = fold_linear(coef, sv, start, pair, NP)
         a = self.arrays
         self.pl.F, self.pl.P, self.pl.M, self.pl.K, self.pl.NP = F, P, M, K, NP
         self.pl.kernel, self.pl.degree = KERNELS[kernel], degree

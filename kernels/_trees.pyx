@@ -29,7 +29,7 @@ from _trees_decl cimport FM_G, FM_GT, FM_LOCKSTEP_MAX, fm_forest, fm_forest_scan
 cdef extern from "fm_trees.h" nogil:
     void fm_forest_rows(const fm_forest *f, int domain, const void *X, Py_ssize_t rs,
                         Py_ssize_t i0, Py_ssize_t i1, double *out, Py_ssize_t ld, int32_t *leaves)
-    void fm_forest_post(int kind, double *out, Py_ssize_t ld, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t T)
+    void fm_forest_post(const fm_forest *f, int kind, double *out, Py_ssize_t ld, Py_ssize_t i0, Py_ssize_t i1)
     const void *fm_forest_nodes(const fm_forest *f)
     void fm_forest_set_nodes(fm_forest *f, const void *nodes)
 
@@ -79,7 +79,7 @@ cdef class ForestKernel:
 
     def __init__(self, nodes32, nodes64, root, depth, target, value, base, *, n_features,
                  average=False, cat_off=None, cat_nw=None, cat_bits=None, cat_exact=False,
-                 compare64=None, build=None):
+                 compare64=None, build=None, logistic_scale=1.0):
         c = np.ascontiguousarray
         self.compare64 = (nodes64 is not None) if compare64 is None else bool(compare64)
         if (nodes32 is None or (self.compare64 and nodes64 is None)) and build is None:
@@ -106,8 +106,8 @@ cdef class ForestKernel:
         if (self.depth.shape[0] != nt or self.value.ndim != 2
                 or (self.target is not None and self.target.shape[0] != nt)):
             raise ValueError("ForestKernel: inconsistent plan arrays")
-        self._fill(&self.f32, average, cat_exact)
-        self._fill(&self.f64, average, cat_exact)
+        self._fill(&self.f32, average, cat_exact, logistic_scale)
+        self._fill(&self.f64, average, cat_exact, logistic_scale)
         if nodes32 is not None:
             self._publish(&self.f32, nodes32, 32)
         if nodes64 is not None:
@@ -132,7 +132,7 @@ cdef class ForestKernel:
                 self._publish(f, self._build_records(width), width)
         return 0
 
-    cdef void _fill(self, fm_forest *f, average, cat_exact):
+    cdef void _fill(self, fm_forest *f, average, cat_exact, double logistic_scale):
         f.nodes = NULL
         f.root = <const int32_t *>_ptr(self.root)
         f.depth = <const int32_t *>_ptr(self.depth)
@@ -150,6 +150,7 @@ cdef class ForestKernel:
         f.T = self.n_targets
         f.average = bool(average)
         f.cat_exact = bool(cat_exact)
+        f.post_scale = logistic_scale
 
     def run(self, X, cnp.ndarray out, Py_ssize_t col=0, leaves=None, int n_threads=1, bint scan=False,
             int post=0):
@@ -207,7 +208,7 @@ cdef class ForestKernel:
                     i1 = min(n, i0 + BLOCK)
                     fm_forest_rows(f, domain, xp, rs, i0, i1, op, ld, lv)
                     if post:
-                        fm_forest_post(post, pp, ld, i0, i1, self.n_targets)
+                        fm_forest_post(f, post, pp, ld, i0, i1)
                     i0 = i1
             return 0
         # at least a few blocks per thread so that dynamic scheduling balances them
@@ -216,5 +217,5 @@ cdef class ForestKernel:
         for b in prange(nb, nogil=True, num_threads=nt, schedule="dynamic"):
             fm_forest_rows(f, domain, xp, rs, b * block, min(n, (b + 1) * block), op, ld, lv)
             if post:
-                fm_forest_post(post, pp, ld, b * block, min(n, (b + 1) * block), self.n_targets)
+                fm_forest_post(f, post, pp, ld, b * block, min(n, (b + 1) * block))
         return 0

@@ -15,6 +15,7 @@ cdef extern from "fm_trees.h" nogil:
         const uint32_t *cat_bits
         Py_ssize_t n_trees, W, T, n_nodes
         int average, cat_exact, max_depth
+        double post_scale
     int fm_forest_scan(int domain, const void *X, Py_ssize_t rs, Py_ssize_t n, Py_ssize_t F)
     int FM_G
     int FM_GT

@@ -140,11 +140,19 @@ def _sklearn_models():
         "HistGradientBoostingClassifier": (ske.HistGradientBoostingClassifier(max_iter=15, random_state=0)
                                            .fit(Xn, yn), Xn),
         "IsolationForest": (ske.IsolationForest(n_estimators=10, random_state=0).fit(X), X),
+        # the scaled sigmoid (expit(2 raw)) and the exp of a log link, on both kernels
+        "GradientBoostingClassifier exponential": (
+            ske.GradientBoostingClassifier(n_estimators=10, max_depth=3, loss="exponential", random_state=0)
+            .fit(X, y), X),
+        "HistGradientBoostingRegressor poisson": (
+            ske.HistGradientBoostingRegressor(max_iter=10, loss="poisson", random_state=0)
+            .fit(X, np.exp(0.3 * X[:, 0])), X),
     }
 
 
 SKLEARN = ("RandomForestClassifier", "ExtraTreesRegressor", "GradientBoostingClassifier",
-           "HistGradientBoostingClassifier", "IsolationForest")
+           "HistGradientBoostingClassifier", "IsolationForest", "GradientBoostingClassifier exponential",
+           "HistGradientBoostingRegressor poisson")
 
 
 @pytest.fixture(scope="module")

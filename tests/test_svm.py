@@ -164,13 +164,9 @@ NAMES = list(CASES)
 
 # --------------------------------------------------------------------------- native vs scikit-learn
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("name", NAMES)
-def test_native_matches_scikit_learn(name, dtype):
-    est, X = fitted(name)
-    Xt = _rows(X).astype(dtype)
-    p = fastml.Predictor(est, backend="native")
-    mag = _magnitude(est, Xt)
+def _assert_matches(est, p, Xt, mag):
+    """Every method of ``p`` against scikit-learn's on Xt: labels equal (and of its dtype),
+    probabilities within 1e-6 and summing to 1, scores within rtol 1e-6 of the magnitude."""
     for method in _methods(est):
         want = _quiet(getattr(est, method), Xt)
         got = getattr(p, method)(Xt)
@@ -182,6 +178,16 @@ def test_native_matches_scikit_learn(name, dtype):
             np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-9)
         else:
             _check(got, want, mag, 1e-6, 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", NAMES)
+def test_native_matches_scikit_learn(name, dtype):
+    est, X = fitted(name)
+    Xt = _rows(X).astype(dtype)
+    p = fastml.Predictor(est, backend="native")
+    mag = _magnitude(est, Xt)
+    _assert_matches(est, p, Xt, mag)
     for method in {"predict_proba", "decision_function", "score_samples"} - set(_methods(est)):
         with pytest.raises(MethodUnavailableError):
             getattr(p, method)(Xt)
@@ -197,14 +203,7 @@ def test_rows_equal_to_support_vectors_and_huge_norms(name):
     # (|x|^2 ~ 1e12: the cancelling |x|^2 + |s|^2 - 2 x.s form alone would be off by ~1e-4)
     for Xt in (S, S * 1e6, np.vstack([S[:5] + 1e-9, -S[:5] * 1e3])):
         mag = _magnitude(est, Xt)
-        for method in _methods(est):
-            want, got = _quiet(getattr(est, method), Xt), getattr(p, method)(Xt)
-            if method == "predict" and want.dtype.kind != "f":
-                np.testing.assert_array_equal(got, want)
-            elif method == "predict_proba":
-                np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-            else:
-                _check(got, want, mag, 1e-6, 1e-12)
+        _assert_matches(est, p, Xt, mag)
 
 
 @FAST_HYPOTHESIS
@@ -224,14 +223,7 @@ def test_parity_on_hypothesis_rows(name, data):
     Xt = Xt.astype(dtype)
     p = fastml.Predictor(est, backend="native")
     mag = _magnitude(est, Xt)
-    for method in _methods(est):
-        want, got = _quiet(getattr(est, method), Xt), getattr(p, method)(Xt)
-        if method == "predict" and want.dtype.kind != "f":
-            np.testing.assert_array_equal(got, want)
-        elif method == "predict_proba":
-            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-        else:
-            _check(got, want, mag, 1e-6, 1e-12)
+    _assert_matches(est, p, Xt, mag)
 
 
 def test_threads_batches_and_layouts_give_the_same_answer():

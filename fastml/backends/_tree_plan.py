@@ -218,5 +218,5 @@ def build_plan(est: ir.TreeEnsemble) -> TreePlan:
         None, None, root=off[:-1], depth=depth,   # a tree's root is the first record of its stretch
         target=None if est.tree_target is None else est.tree_target,
         value=value, base=base, n_features=est.n_features, average=est.average,
-        compare64=est.compare == "float64", build=records, **cat)
+        compare64=est.compare == "float64", build=records, logistic_scale=est.logistic_scale, **cat)
     return TreePlan(kernel, lambda: local_ids(est), max_depth=int(depth.max()), n_nodes=n, built=built)

@@ -211,7 +211,7 @@ class ForestNative(_Native):
         self._scan = not (est.allow_nan and est.allow_inf) or est.inf_refused is not None
         # (output width, column of the raw score, kernel transform) of predict_proba
         self._proba = None
-        if "predict_proba" in self._methods and est.logistic_scale == 1.0:
+        if "predict_proba" in self._methods:
             self._proba = ((2, 1, _trees.POST_LOGISTIC2) if est.post == "logistic" and self._T == 1
                            else (self._T, 0, _POSTS[est.post]))
         self._cmp_dtype = np.dtype(np.float32) if est.compare == "float32" else None
@@ -277,13 +277,6 @@ class ForestNative(_Native):
     def predict_proba(self, X) -> np.ndarray:
         if self._proba is None:
             self._need("predict_proba")
-            # a scaled logistic (GradientBoosting's exponential loss): the kernel's raw
-            # scores, then s = 1 / (1 + exp(-c raw)) as scikit-learn's expit(c raw)
-            z = self.raw(X) * -self._est.logistic_scale
-            np.exp(z, out=z)
-            z += 1.0
-            s = np.reciprocal(z, out=z)
-            return np.hstack([1.0 - s, s]) if self._T == 1 else s
         width, col, post = self._proba
         return self._raw(X, width, col, post=post)[0]
 
@@ -321,12 +314,23 @@ class SVMNative(_Native):
     def __init__(self, model: ir.Model, *, n_threads: int, max_rows: int | None = None):
         super().__init__(model, n_threads=n_threads, max_rows=max_rows)
         est = ir.as_pipeline(model).estimator
-        self._est = est
-        self._methods = est.methods()
-        self._classes = est.classes
-        counts = est.n_support if est.is_classifier else [est.n_sv]
-        self._k = _svm.SVMKernel(est.support_vectors, est.dual_coef, est.intercept, counts, est.kernel,
-                                 est.gamma, est.coef0, int(est.degree), est.prob_a, est.prob_b)
+        self._k = _svm.SVMKernel(est.support_vectors, est.dual_coef, est.intercept, self._counts(est),
+                                 est.kernel, est.gamma, est.coef0, int(est.degree), est.prob_a, est.prob_b)
+        self._setup(est)
+        how = ("folded into one float64 weight vector per pair" if est.kernel == "linear" else
+               "8x16 tiles of float64 dot products fused with the kernel function and the dual-coefficient sums")
+        self.info = {"kernel": f"svm {est.kernel}: {how}",
+                     "n_support_vectors": est.n_sv, "n_threads": self._nt}
+
+    @staticmethod
+    def _counts(est) -> list:
+        """Support vectors per class as the kernels take them (one row of coefficients: [n_sv])."""
+        return est.n_support if est.is_classifier else [est.n_sv]
+
+    def _setup(self, est) -> None:
+        """What every SVM runner derives from the model (the float and int8 kernels share their
+        output kinds, from kernels/_svm_decl.pxd)."""
+        self._est, self._methods, self._classes = est, est.methods(), est.classes
         k = est.n_classes
         # decision_function: libsvm's pair values (negated for a binary classifier, as
         # scikit-learn does), or scikit-learn's one-vs-rest scores
@@ -335,10 +339,6 @@ class SVMNative(_Native):
         else:
             self._decision = (_svm.OVR, k) if est.decision_shape == "ovr" else (_svm.RAW, est.n_pairs)
         self._predict = _svm.TIES if est.break_ties and est.decision_shape == "ovr" and k > 2 else _svm.VOTE
-        how = ("folded into one float64 weight vector per pair" if est.kernel == "linear" else
-               "8x16 tiles of float64 dot products fused with the kernel function and the dual-coefficient sums")
-        self.info = {"kernel": f"svm {est.kernel}: {how}",
-                     "n_support_vectors": est.n_sv, "n_threads": self._nt}
 
     def _need(self, method: str) -> None:
         if method not in self._methods:

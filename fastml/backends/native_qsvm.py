@@ -18,20 +18,11 @@ class QSVMNative(SVMNative):
     def __init__(self, model: ir.Model, *, n_threads: int, max_rows: int | None = None, portable: bool = False):
         _Native.__init__(self, model, n_threads=n_threads, max_rows=max_rows)
         est = ir.as_pipeline(model).estimator
-        self._est = est
-        self._methods = est.methods()
-        self._classes = est.classes
-        counts = est.n_support if est.is_classifier else [est.n_sv]
-        self._k = _qsvm.QSVMKernel(est.sv_q, est.sv_scale, est.sv_norm2, est.dual_coef, est.intercept, counts,
-                                   est.kernel, est.gamma, est.coef0, int(est.degree), est.prob_a, est.prob_b,
-                                   rotation=est.rotation, residual=bool(est.residual), sv_lo=est.sv_lo,
-                                   sv_lo_scale=est.sv_lo_scale, portable=portable)
-        k = est.n_classes
-        if not est.is_classifier or k == 2:
-            self._decision = (_qsvm.NEG if k == 2 else _qsvm.RAW, None)
-        else:
-            self._decision = (_qsvm.OVR, k) if est.decision_shape == "ovr" else (_qsvm.RAW, est.n_pairs)
-        self._predict = _qsvm.TIES if est.break_ties and est.decision_shape == "ovr" and k > 2 else _qsvm.VOTE
+        self._k = _qsvm.QSVMKernel(est.sv_q, est.sv_scale, est.sv_norm2, est.dual_coef, est.intercept,
+                                   self._counts(est), est.kernel, est.gamma, est.coef0, int(est.degree),
+                                   est.prob_a, est.prob_b, rotation=est.rotation, residual=bool(est.residual),
+                                   sv_lo=est.sv_lo, sv_lo_scale=est.sv_lo_scale, portable=portable)
+        self._setup(est)
         if est.kernel == "linear":
             how = ("dequantized int8" + (" x2 (vectors + residual panel)" if est.sv_lo is not None else "")
                    + " vectors folded into one float64 weight vector per pair")

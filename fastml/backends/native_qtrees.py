@@ -42,7 +42,7 @@ def build_qplan(q: QTrees) -> TreePlan:
     kernel = _qtrees.QForestKernel(
         nodes, q.cuts if cmp64 else q.cuts.astype(np.float32), q.cut_offsets, root=pos[off[:-1]],
         depth=depth, target=est.tree_target, value=np.asarray(est.value)[order], base=base,
-        compare64=cmp64, average=est.average)
+        compare64=cmp64, average=est.average, logistic_scale=est.logistic_scale)
     return TreePlan(kernel, lambda: local_ids(est), max_depth=int(depth.max()), n_nodes=est.n_nodes, built=[])
 
 

@@ -291,7 +291,7 @@ static int fm_qforest_rows(const fm_qforest *q, int xf32, const void *X, ptrdiff
         if (o) fm_start_rows(&q->f, o, ld, b - a);
         fm_qwalk(q, B, b - a, o, ld, leaves ? leaves + a * q->f.n_trees : NULL);
         if (o) fm_finish_rows(&q->f, o, ld, b - a);
-        if (post) fm_forest_post(post, pout, ld, a, b, q->f.T);
+        if (post) fm_forest_post(&q->f, post, pout, ld, a, b);
     }
     if (B != stack) free(B);
     return 0;

@@ -70,6 +70,7 @@ typedef struct {
     const uint32_t *cat_bits;
     ptrdiff_t n_trees, W, T, n_nodes;
     int average, cat_exact, max_depth;
+    double post_scale;          /* c of the sigmoid transforms: 1 / (1 + exp(-c raw)) */
 } fm_forest;
 
 /* The node records may be built on first use (kernels/_trees.pyx): the builder fills them,
@@ -304,22 +305,25 @@ static void fm_forest_rows(const fm_forest *f, int domain, const void *X, ptrdif
     }
 }
 
-/* Probabilities from raw scores, in place, rows [i0, i1) of out (stride ld):
- *   FM_POST_LOGISTIC2  raw in column 1 -> [1 - s, s], s = 1 / (1 + exp(-raw))
- *   FM_POST_SIGMOID    every one of the T columns -> 1 / (1 + exp(-raw))
+/* Probabilities from raw scores, in place, rows [i0, i1) of out (stride ld),
+ * c = f->post_scale (GradientBoosting's exponential loss: 2, LightGBM's sigmoid):
+ *   FM_POST_LOGISTIC2  raw in column 1 -> [1 - s, s], s = 1 / (1 + exp(-c raw))
+ *   FM_POST_SIGMOID    every one of the T columns -> 1 / (1 + exp(-c raw))
  *   FM_POST_SOFTMAX    the T columns of a row -> exp(raw - max) / sum          */
 enum { FM_POST_NONE = 0, FM_POST_LOGISTIC2 = 1, FM_POST_SIGMOID = 2, FM_POST_SOFTMAX = 3 };
 
-static void fm_forest_post(int kind, double *out, ptrdiff_t ld, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t T)
+static void fm_forest_post(const fm_forest *f, int kind, double *out, ptrdiff_t ld, ptrdiff_t i0, ptrdiff_t i1)
 {
+    const ptrdiff_t T = f->T;
+    const double nc = -f->post_scale;
     for (ptrdiff_t i = i0; i < i1; i++) {
         double *o = out + i * ld;
         if (kind == FM_POST_LOGISTIC2) {
-            double s = 1.0 / (1.0 + fm_exp_f64(-o[1]));
+            double s = 1.0 / (1.0 + fm_exp_f64(o[1] * nc));
             o[1] = s;
             o[0] = 1.0 - s;
         } else if (kind == FM_POST_SIGMOID) {
-            for (ptrdiff_t k = 0; k < T; k++) o[k] = 1.0 / (1.0 + fm_exp_f64(-o[k]));
+            for (ptrdiff_t k = 0; k < T; k++) o[k] = 1.0 / (1.0 + fm_exp_f64(o[k] * nc));
         } else if (kind == FM_POST_SOFTMAX) {
             double m = o[0], sum = 0.0;
             for (ptrdiff_t k = 1; k < T; k++) m = o[k] > m ? o[k] : m;
