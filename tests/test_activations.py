@@ -210,9 +210,10 @@ def test_softmax_matches_scipy(dtype, log, data):
 
 
 # cols covering every code path: whole rows per vector (1, 2, 4, 8), one or two
-# masked vectors per row (3, 10, 16, 17, 32), loops (33, 100), rows longer
-# than a block (1500 float32 / 600 float64 and up).
-COLS = [1, 2, 3, 4, 8, 10, 16, 17, 32, 33, 100, 600, 1500]
+# masked vectors per row (3, 10, 16, 17, 32), blocks of rows (33, 64), one row
+# at a time (float32 on AVX-512: 65, 100, 600, 1024), rows longer than a
+# block (1500 float32 / 600 float64 and up).
+COLS = [1, 2, 3, 4, 8, 10, 16, 17, 32, 33, 64, 65, 100, 600, 1024, 1500]
 
 
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
@@ -223,6 +224,8 @@ def test_softmax_paths(cols, dtype, log):
     rows = 3000 // cols + 37                  # partial last block
     x = (rng.standard_normal((rows, cols)) * 4).astype(dtype)
     x[5] *= 1000                              # one block takes the shift-by-max path
+    x[6, -1] = 64 if dtype == np.float32 else 600   # the fast paths' edges, inside
+    x[7, 0] = -70                             # |x| > 64: the shift, float32 row by row
     x[rows // 2, 0] = np.nan
     x[rows // 2 + 1, -1] = np.inf
     x[-2] = -np.inf

@@ -967,6 +967,77 @@ static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t 
     }
 }
 
+#if FM_TABLE_EXP
+/* s += the 16 floats of q, in double (two vectors of 8). */
+#define FM_ADD_PD(s0, s1, q)                                                                   \
+    do {                                                                                       \
+        (s0) = _mm512_add_pd((s0), _mm512_cvtps_pd(_mm512_castps512_ps256(q)));                \
+        (s1) = _mm512_add_pd((s1), _mm512_cvtps_pd(_mm256_castpd_ps(                           \
+                                       _mm512_extractf64x4_pd(_mm512_castps_pd(q), 1))));      \
+    } while (0)
+
+/* One row of 64 < C <= CAP float columns on AVX-512, in two passes:
+ *   1. E = exp(x) (fm_vexpin_f32), with the row's sum (formed as
+ *      fm_rowsum_f32 does: groups of 64 added pairwise in float, then
+ *      double) and its largest |x| (bits compared as integers: inf and NaN
+ *      are larger still);
+ *   2. out = E / sum (log: x - log(sum)), vector stores from out's first
+ *      64-byte boundary on, past the cache when `stream`.
+ * Measured choices: the partial lines at both ends get scalar stores (masked
+ * vector stores there slow the streamed lines next to them by ~30%); and
+ * without `stream`, pass 1 asks for the row's output lines ahead of pass 2
+ * (prefetchw), or the cached stores wait for every line in turn.  A row with
+ * some |x| > 64 goes through fm__softmax_block_f32 (shift by the row max). */
+static inline void fm__softmax_row_avx512(const float *x, float *out, ptrdiff_t C, int log,
+                                          float *E, float *D, float *S, int stream)
+{
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff);
+    __m512i amax = _mm512_setzero_si512();
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    ptrdiff_t j = 0;
+    for (; j + 64 <= C; j += 64) {
+        __m512 v[4], e[4];
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm512_loadu_ps(x + j + 16 * k);
+            amax = _mm512_max_epu32(amax, _mm512_and_si512(_mm512_castps_si512(v[k]), absm));
+            if (!stream) _mm_prefetch((const char *)(out + j + 16 * k), _MM_HINT_ET0);
+            e[k] = fm_vexpin_f32(v[k]);
+            _mm512_store_ps(E + j + 16 * k, e[k]);
+        }
+        FM_ADD_PD(s0, s1, _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3])));
+    }
+    for (; j < C; j += 16) {   /* the last vectors, the very last one masked */
+        __mmask16 m = C - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (C - j)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + j);
+        amax = _mm512_max_epu32(amax, _mm512_and_si512(_mm512_castps_si512(v), absm));
+        __m512 e = _mm512_maskz_mov_ps(m, fm_vexpin_f32(v));
+        _mm512_store_ps(E + j, e);
+        FM_ADD_PD(s0, s1, e);
+    }
+    if ((uint32_t)_mm512_reduce_max_epu32(amax) > 0x42800000u) {   /* the bits of 64.0f */
+        fm__softmax_block_f32(x, out, 1, C, log, C, E, D, S, NULL, stream);
+        return;
+    }
+    float sum = (float)_mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    float f = log ? fm_logpos_f32(sum) : 1 / sum;
+    __m512 vf = _mm512_set1_ps(f);
+    const float *a = log ? x : E;
+#define FM_OUT1(k) (log ? a[k] - f : a[k] * f)
+#define FM_OUT(k) (log ? _mm512_sub_ps(_mm512_loadu_ps(a + (k)), vf) : _mm512_mul_ps(_mm512_loadu_ps(a + (k)), vf))
+    ptrdiff_t h = (uintptr_t)out % sizeof(float) ? 0 : (ptrdiff_t)(((-(uintptr_t)out) & 63) / sizeof(float));
+    h = h < C ? h : C;
+    for (j = 0; j < h; j++) out[j] = FM_OUT1(j);
+    if (stream && ((uintptr_t)(out + h) & 63) == 0)
+        for (; j + 16 <= C; j += 16) _mm512_stream_ps(out + j, FM_OUT(j));
+    else
+        for (; j + 16 <= C; j += 16) _mm512_storeu_ps(out + j, FM_OUT(j));
+    for (; j < C; j++) out[j] = FM_OUT1(j);
+#undef FM_OUT
+#undef FM_OUT1
+}
+#undef FM_ADD_PD
+#endif
+
 /* A row too long for a block: a range pass, an exp pass in block-sized
  * chunks (into out for softmax, into the scratch E for log-softmax, which
  * still needs x), then a scaling pass. */
@@ -1039,6 +1110,14 @@ static inline void FM_FN(fm__softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t r
         return;
     }
     for (int k = 0; k < FM_PAD; k++) E[CAP + k] = 0;
+#if FM_TABLE_EXP
+    if (cols > 4 * FM_W) {   /* row by row (shorter rows: per-row sums and stores cost more) */
+        for (ptrdiff_t i = 0; i < rows; i++)
+            fm__softmax_row_avx512(x + i * cols, out + i * cols, cols, log, E, D, S, stream);
+        if (stream) fm_stream_fence();
+        return;
+    }
+#endif
     if (cols <= 2 * FM_W) FM_FN(fm__group_rows)(cols, idx);
     ptrdiff_t nb = FM_FN(fm_softmax_block_rows)(cols);
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += nb) {
