@@ -432,8 +432,12 @@ static inline double fm_rowsum_f64(const double *e, ptrdiff_t n, int padded)
     static inline void fm_scale_stream_##sfx(const T *e, T s, T *o, ptrdiff_t n)        \
     {                                                                                    \
         FM_SIMD_T(d) v = FM_SIMD(set1, ps)(s);                                           \
-        for (ptrdiff_t j = 0; j < n; j += FM_SIMD_BYTES / (ptrdiff_t)sizeof(T))          \
-            FM_SIMD(stream, ps)(o + j, FM_SIMD(mul, ps)(FM_SIMD(loadu, ps)(e + j), v));  \
+        ptrdiff_t w = FM_SIMD_BYTES / (ptrdiff_t)sizeof(T);                              \
+        if (s == 1)   /* a copy (e * 1 is exact): no multiply for the FMA pipes */       \
+            for (ptrdiff_t j = 0; j < n; j += w) FM_SIMD(stream, ps)(o + j, FM_SIMD(loadu, ps)(e + j)); \
+        else                                                                             \
+            for (ptrdiff_t j = 0; j < n; j += w)                                         \
+                FM_SIMD(stream, ps)(o + j, FM_SIMD(mul, ps)(FM_SIMD(loadu, ps)(e + j), v)); \
     }
 FM_SCALE_STREAM(float, f32, ps, )
 FM_SCALE_STREAM(double, f64, pd, d)
