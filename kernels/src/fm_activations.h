@@ -18,12 +18,16 @@
  * block stays in L1 and memory sees one read and one write per element:
  * an exp pass over the whole block, per-row sums, a scaling pass (details at
  * fm__softmax_block).  Exp dominates: for float, fm_vexpin_f32 (a 32-entry
- * table, six FMA-class operations per 16 floats; on this machine kind the
- * FMA pipes bound softmax at ~0.3 ns per element).  Rows of more than 32
- * columns are scaled with stores aligned to 64 bytes, and past the cache
- * when the caller says the output is too large to stay in it.  Rows of <= 32 columns are too short for vectors along the
- * row; they use GNU C vector extensions (16 rows at a time, see
- * fm__normalize_rows), which GCC lowers to whatever SIMD the target has.
+ * table, six FMA-class operations per 16 floats).  Float rows of 65 to
+ * 1024 columns on AVX-512 go one row at a time instead, the sum formed in
+ * the exp pass (fm__softmax_row_avx512).  Rows of more than 32 columns are
+ * scaled with stores aligned to 64 bytes.  When the caller says the output
+ * is too large to stay in cache, stores go past it where that measured
+ * faster (see fm__softmax_block, fm__softmax_row_avx512); otherwise the exp
+ * pass asks for the output lines ahead (prefetchw).  Rows of <= 32 columns
+ * are too short for vectors along the row; they use GNU C vector extensions
+ * (16 rows at a time, see fm__normalize_rows), which GCC lowers to whatever
+ * SIMD the target has.
  *
  * Accuracy, measured against correctly rounded references: exp <= 2 ulp
  * (float, fm_expneg_fast / fm_expin) or 1 ulp; sigmoid <= 3.5 ulp (float) /
@@ -919,10 +923,18 @@ static inline void FM_FN(fm__softmax_block)(const FM_T *x, FM_T *out, ptrdiff_t 
     ptrdiff_t L = nb * C, L16 = L / FM_W * FM_W;
     FM_T lo = INFINITY, hi = -INFINITY;
 #if FM_TABLE_EXP
+    /* Large outputs: streamed only when C divides 16 (whole rows per vector,
+     * flat passes).  Other short rows are written through the cache, the
+     * exp pass asking for their lines ahead (prefetchw): measured at 10M
+     * elements, 10-20% faster than streaming, which costs them a copy of the
+     * block (C <= 32) or leaves lines partly streamed (32 < C <= 64). */
+    int pfw = !(C < FM_W && FM_W % C == 0);
+    stream = stream && !pfw;
     {   /* min / max: x86's rule (a NaN in x keeps the range's value), one instruction each */
         __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
         for (ptrdiff_t k = 0; k < L16; k += FM_W) {
             __m512 v = _mm512_loadu_ps(x + k);
+            if (pfw) _mm_prefetch((const char *)(out + k), _MM_HINT_ET0);
             vlo = _mm512_min_ps(v, vlo);
             vhi = _mm512_max_ps(v, vhi);
             _mm512_store_ps(E + k, fm_vexpin_f32(v));
@@ -1134,8 +1146,8 @@ static inline void FM_FN(fm__softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t r
 
 /* Softmax / log-softmax over the last axis of a C-ordered rows x cols array.
  * stream: the output is too large to stay in cache (the caller's call, from
- * the whole output's size): rows of more than 32 columns are then written
- * with non-temporal stores (same values). */
+ * the whole output's size): some paths then write it with non-temporal
+ * stores (same values). */
 static inline void FM_FN(fm_softmax_rows)(const FM_T *x, FM_T *out, ptrdiff_t rows, ptrdiff_t cols,
                                           int stream)
 {
