@@ -22,7 +22,7 @@ from libc.stdint cimport int8_t, int32_t
 from _layout cimport x_kind
 
 from fastml.kernels._int8 import pack_panels
-from fastml.kernels._svm import KERNELS, fold_linear, pair_table
+from fastml.kernels._svm import KERNELS, fold_linear, pair_table, panel_layout
 
 cnp.import_array()
 
@@ -108,14 +108,8 @@ cdef class QSVMKernel:
             raise ValueError("one scale and one squared norm per support vector")
         NP = K * (K - 1) // 2 if K > 1 else 1
         b = np.ascontiguousarray(intercept, dtype=np.float64).reshape(NP)
-        panels = (counts + NR - 1) // NR
-        seg = np.zeros(K + 1, dtype=np.int32)
-        np.cumsum(panels, out=seg[1:])
+        seg, cols, start = panel_layout(counts, NR)
         P = int(seg[K])
-        cols = np.zeros(n_sv, dtype=np.int64)  # each vector's column in the padded layout
-        start = np.concatenate([[0], np.cumsum(counts)])
-        for c in range(K):
-            cols[start[c]:start[c + 1]] = int(seg[c]) * NR + np.arange(int(counts[c]))
         Qp = np.zeros((F, max(P, 1) * NR), dtype=np.int8)
         Qp[:, cols] = q.T
         W = pack_panels(Qp)

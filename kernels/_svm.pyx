@@ -48,6 +48,21 @@ def pair_table(Py_ssize_t K):
     return pair
 
 
+def panel_layout(counts, Py_ssize_t lanes):
+    """Where each support vector goes when every class starts a new panel of ``lanes``:
+    (seg, cols, start), seg[c] the first panel of class c (seg[K]: the number of panels),
+    cols[i] vector i's column in the padded layout, start[c] class c's first vector."""
+    counts = np.asarray(counts, dtype=np.int64)
+    K = counts.shape[0]
+    seg = np.zeros(K + 1, dtype=np.int32)
+    np.cumsum((counts + lanes - 1) // lanes, out=seg[1:])
+    start = np.concatenate([[0], np.cumsum(counts)])
+    cols = np.zeros(int(start[K]), dtype=np.int64)
+    for c in range(K):
+        cols[start[c]:start[c + 1]] = int(seg[c]) * lanes + np.arange(int(counts[c]))
+    return seg, cols, start
+
+
 def fold_linear(coef, sv, start, pair, Py_ssize_t NP):
     """A linear kernel folded into one float64 weight vector per pair: the sum over the
     pair's vectors of coefficient * vector (classes' vectors at rows start[c]:start[c+1])."""
@@ -82,18 +97,12 @@ cdef class SVMKernel:
             raise ValueError("support vectors, coefficients and counts do not match")
         NP = K * (K - 1) // 2 if K > 1 else 1
         b = np.ascontiguousarray(intercept, dtype=np.float64).reshape(NP)
-        panels = (counts + LANES - 1) // LANES
-        seg = np.zeros(K + 1, dtype=np.int32)
-        np.cumsum(panels, out=seg[1:])
+        seg, cols, start = panel_layout(counts, LANES)
         P = int(seg[K])
         svp = np.zeros((P, LANES, F))
         cp = np.zeros((P, LANES, M))
-        start = np.concatenate([[0], np.cumsum(counts)])
-        for c in range(K):
-            k = int(counts[c])
-            rows = slice(int(seg[c]) * LANES, int(seg[c]) * LANES + k)
-            svp.reshape(P * LANES, F)[rows] = sv[start[c]:start[c] + k]
-            cp.reshape(P * LANES, M)[rows] = coef[:, start[c]:start[c] + k].T
+        svp.reshape(P * LANES, F)[cols] = sv
+        cp.reshape(P * LANES, M)[cols] = coef.T
         sn = np.einsum("plf,plf->pl", svp, svp)
         pair = pair_table(K)
         self.arrays = dict(
